@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and install the pinned
+# dependencies into it. Idempotent: a venv whose stamp matches pyproject.toml's
+# hash is reused as is, so a second run costs a second, not two minutes.
+#
+#   VENV=/path/to/venv scripts/bootstrap.sh     # default: ./.venv
+#
+# Prints the venv's path on its last line.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+hash="$(sha256sum < "$root/pyproject.toml" | cut -c1-16)"
+stamp="$venv/.leveled-kd-installed"
+
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
+  echo "bootstrap: installing pinned dependencies into $venv (about 2 minutes, 6.5 GB the first time)" >&2
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
+  "$venv/bin/python" -m pip install -q -e "$root[dev]" >&2
+  "$venv/bin/python" -m pip check >&2
+  echo "$hash" > "$stamp"
+else
+  # The editable install points at one checkout; re-point it when the venv is shared.
+  if ! "$venv/bin/python" -c "import study, sys, os; sys.exit(0 if os.path.dirname(os.path.dirname(study.__file__)) == '$root' else 1)" 2>/dev/null; then
+    "$venv/bin/python" -m pip install -q --no-deps -e "$root" >&2
+  fi
+fi
+echo "$venv"

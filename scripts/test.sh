@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install (or reuse) the pinned environment, then run the test suite.
+#   scripts/test.sh [pytest args]
+# Exits non-zero on any failure, including "no tests collected" (pytest's exit 5).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$("$root/scripts/bootstrap.sh" | tail -n 1)"
+cd "$root"
+export MLFLOW_DISABLE_TELEMETRY=true RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+exec "$venv/bin/python" -m pytest "$@"

@@ -1,0 +1,114 @@
+"""One distillation run (teacher snapshots -> cached outputs -> student), shared by the
+one-run CLI (``python -m study.distill``) and every Ray Tune trial.
+
+Both describe a run with the same :class:`RunSpec`; this module turns it into a
+:class:`~study.trainer.Trainer` whose extra per-sample tensors are the teachers'
+cached outputs, so the training loop itself knows nothing about teachers.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+
+from losses import LeveledKDConfig, LeveledKDLoss
+from models import build_model
+
+from .data import ImageData, Shift, Split
+from .evaluation import TranslationResult
+from .trainer import Callback, TrainConfig, Trainer, seed_everything
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """One teacher of a run: architecture, snapshot step and mixing weight."""
+
+    arch: str
+    step: int
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one student run (what a Tune trial's config resolves to)."""
+
+    dataset: str = "mnist"
+    student: str = "mlp_1"
+    teachers: tuple[TeacherRef, ...] = ()
+    alpha: float = 0.5
+    temperature: float = 4.0
+    s_kl: float = 1.0
+    s_fm: float = 0.0
+    label_smoothing: float = 0.0
+    teacher_label_smoothing: float = 0.0
+    epochs: int = 5
+    seed: int = 0
+    train_subset: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+
+    @property
+    def loss_config(self) -> LeveledKDConfig:
+        """The leveled loss; without teachers the KD terms are off whatever s_kl/s_fm say."""
+        s_kl, s_fm = (self.s_kl, self.s_fm) if self.teachers else (0.0, 0.0)
+        return LeveledKDConfig(self.alpha, self.temperature, s_kl, s_fm, self.label_smoothing)
+
+    @property
+    def uses_teachers(self) -> bool:
+        return bool(self.teachers) and self.loss_config.uses_teacher
+
+    def params(self) -> dict[str, object]:
+        """Flat, loggable description (one MLflow param per entry)."""
+        flat = {k: v for k, v in asdict(self).items() if k != "teachers"}
+        flat["variant"] = self.loss_config.variant if self.teachers else "no_kd"
+        flat["teachers"] = "+".join(t.arch for t in self.teachers) or "none"
+        for i, t in enumerate(self.teachers):
+            flat[f"teacher_{i}"] = t.arch
+            flat[f"teacher_{i}_step"] = t.step
+            flat[f"teacher_{i}_weight"] = t.weight
+        return flat
+
+
+TeacherOutputs = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs: TeacherOutputs = (),
+                  callbacks: Sequence[Callback] = (), device: str = "auto") -> Trainer:
+    """A ready-to-fit trainer for the student of ``spec``.
+
+    ``teacher_outputs`` holds each teacher's cached (logits, features) on the
+    *whole* training set; they are indexed by the student's training split here.
+    """
+    if spec.uses_teachers and len(teacher_outputs) != len(spec.teachers):
+        raise ValueError(f"run has {len(spec.teachers)} teachers but {len(teacher_outputs)} cached outputs")
+    seed_everything(spec.seed)
+    model = build_model(spec.student, data.input_shape, data.num_classes)
+    idx = split.train
+    tensors: dict = {"x": data.train_x[idx], "y": data.train_y[idx]}
+    teacher_dims: list[int] = []
+    weights = None
+    if spec.uses_teachers:
+        tensors["teacher_logits"] = [logits[idx] for logits, _ in teacher_outputs]
+        tensors["teacher_features"] = [features[idx] for _, features in teacher_outputs]
+        teacher_dims = [features.shape[1] for _, features in teacher_outputs]
+        weights = [t.weight for t in spec.teachers]
+    loss = LeveledKDLoss(spec.loss_config, model.feature_dim, teacher_dims, weights)
+    config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                         weight_decay=spec.weight_decay, seed=spec.seed, device=device)
+    return Trainer(model, loss, tensors, config, callbacks)
+
+
+def evaluate_split(trainer: Trainer, data: ImageData, split: Split, which: str, shifts: Sequence[Shift],
+                   max_images: int | None = None) -> TranslationResult:
+    """Clean + translated accuracy on ``val`` (for selection) or ``test`` (for reporting only)."""
+    if which == "val":
+        x, y = data.train_x[split.val], data.train_y[split.val]
+    elif which == "test":
+        x, y = data.test_x, data.test_y
+    else:
+        raise ValueError(f"which must be 'val' or 'test', got {which!r}")
+    if max_images is not None:
+        x, y = x[:max_images], y[:max_images]
+    return trainer.evaluate(x, y, shifts, data.fill)
