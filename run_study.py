@@ -1,1 +1,92 @@
-def main(): pass
+"""leveled-kd: a distributed hyperparameter study of leveled knowledge distillation.
+
+    python run_study.py --space leveled_kd                 # local: Ray starts itself on 127.0.0.1
+    python run_study.py --space leveled_kd --address auto  # on a running Ray cluster
+    python run_study.py --list-spaces
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray listens on loopback only
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+from study.cli import run_cli  # noqa: E402
+from study.data import DATASETS  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_study.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    what = p.add_argument_group("what to study")
+    what.add_argument("--space", default="leveled_kd", help="named search space (see --list-spaces) or a YAML path")
+    what.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
+    what.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a space key, e.g. --set teachers=cnn_1")
+    what.add_argument("--dataset", default="mnist", choices=DATASETS)
+    what.add_argument("--multi-objective", action="store_true",
+                      help="optimize validation clean and translated accuracy together (Pareto front)")
+    budget = p.add_argument_group("budget (defaults finish in about 15 minutes on a 2-core CPU)")
+    budget.add_argument("--num-samples", type=int, default=None,
+                        help="search trials (default: the grid's size for grid spaces, 12 otherwise)")
+    budget.add_argument("--max-epochs", type=int, default=3, help="student epochs per trial")
+    budget.add_argument("--train-subset", type=int, default=5000, help="student training images (0 = all)")
+    budget.add_argument("--teacher-steps", type=int, default=1000, help="train teacher banks up to this step")
+    budget.add_argument("--teacher-eval-images", type=int, default=500, help="test images each snapshot is scored on")
+    budget.add_argument("--val-images", type=int, default=1000, help="validation images per epoch (0 = all)")
+    budget.add_argument("--test-images", type=int, default=2000, help="test images at the end (0 = all 10k)")
+    budget.add_argument("--seed", type=int, default=0)
+    budget.add_argument("--no-baseline", action="store_true", help="skip the no-KD baseline trial(s)")
+    budget.add_argument("--no-asha", action="store_true", help="no early stopping")
+    run = p.add_argument_group("where and how")
+    run.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster); default: local")
+    run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    run.add_argument("--cpus-per-trial", type=float, default=1.0)
+    run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
+    run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its checkpoint")
+    run.add_argument("--device", default="auto", help="auto (CUDA when the trial has a GPU), cpu or cuda")
+    run.add_argument("--data-root", default="data", help="torchvision data root (downloaded there if missing)")
+    run.add_argument("--no-download", action="store_true")
+    run.add_argument("--output-dir", default="runs")
+    run.add_argument("--bank-dir", default=None, help="teacher banks (default: $LEVELED_KD_BANK or OUTPUT_DIR/teachers)")
+    run.add_argument("--study-name", default=None, help="default: <space>-<dataset>; also the MLflow experiment")
+    run.add_argument("--tracking-uri", default=None,
+                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///OUTPUT_DIR/mlflow.db)")
+    run.add_argument("--optuna-storage", default=None, help="default: sqlite:///OUTPUT_DIR/optuna.db")
+    run.add_argument("--keep-best", type=int, default=3, help="log the best K students as MLflow artifacts")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted study (Tuner.restore)")
+    run.add_argument("--quiet", action="store_true")
+    run.add_argument("--verbose", action="store_true", help="show Ray's and the trials' own logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_spaces:
+        from study.spaces import list_spaces
+
+        spaces = list_spaces()
+        width = max(len(name) for name, _ in spaces)
+        for name, description in spaces:
+            print(f"{name:<{width}}  {description}")
+        return 0
+    for flag in ("max_epochs", "teacher_steps", "teacher_eval_images"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag in ("train_subset", "val_images", "test_images"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+        raise ValueError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    from study.run import run
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{', '.join(map(str, snapshot_steps(max_steps)))}")
             bank = TeacherBank(root, TeacherSpec(args.dataset, ref.arch, 0, args.teacher_label_smoothing))
             bank.ensure(data, max_steps, device=args.device, progress=log)
-            outputs.append(bank.outputs(ref.step, data, device=args.device))
+            outputs.append(bank.outputs(ref.step, data, split.train, device=args.device))
     teacher_seconds = time.perf_counter() - started
 
     epoch_times: list[float] = []

@@ -79,7 +79,7 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
     """A ready-to-fit trainer for the student of ``spec``.
 
     ``teacher_outputs`` holds each teacher's cached (logits, features) on the
-    *whole* training set; they are indexed by the student's training split here.
+    student's training images, in the order of ``split.train``.
     """
     if spec.uses_teachers and len(teacher_outputs) != len(spec.teachers):
         raise ValueError(f"run has {len(spec.teachers)} teachers but {len(teacher_outputs)} cached outputs")
@@ -90,8 +90,10 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
     teacher_dims: list[int] = []
     weights = None
     if spec.uses_teachers:
-        tensors["teacher_logits"] = [logits[idx] for logits, _ in teacher_outputs]
-        tensors["teacher_features"] = [features[idx] for _, features in teacher_outputs]
+        if any(len(logits) != len(idx) for logits, _ in teacher_outputs):
+            raise ValueError("teacher outputs must cover exactly the student's training images")
+        tensors["teacher_logits"] = [logits for logits, _ in teacher_outputs]
+        tensors["teacher_features"] = [features for _, features in teacher_outputs]
         teacher_dims = [features.shape[1] for _, features in teacher_outputs]
         weights = [t.weight for t in spec.teachers]
     loss = LeveledKDLoss(spec.loss_config, model.feature_dim, teacher_dims, weights)

@@ -64,13 +64,17 @@ def test_corrupted_snapshot_is_refused(bank, mnist):
 
 
 def test_output_cache_is_computed_once_and_matches_the_teacher(bank, mnist, monkeypatch):
-    logits, features = bank.outputs(100, mnist, device="cpu")
+    logits, features = bank.outputs(100, mnist, device="cpu")  # every training image
     assert logits.shape == (len(mnist.train_x), 10) and features.shape == (len(mnist.train_x), 8)
     teacher = bank.load(100, mnist)
     with torch.inference_mode():
         expected = teacher(mnist.train_x[:64])
     torch.testing.assert_close(logits[:64], expected.logits, rtol=1e-4, atol=1e-4)
     assert bank.outputs_path(100).is_file()
+    subset = torch.arange(10, 50)
+    sub_logits, _ = bank.outputs(100, mnist, subset, device="cpu")
+    torch.testing.assert_close(sub_logits, logits[10:50])
+    assert bank.outputs_path(100, subset) != bank.outputs_path(100) and bank.outputs_path(100, subset).is_file()
     assert not bank.outputs_path(50).exists()  # a snapshot no student used costs nothing
 
     monkeypatch.setattr(TeacherBank, "load", lambda *a, **k: pytest.fail("teacher was run again"))

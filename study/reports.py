@@ -1,0 +1,169 @@
+"""Study results as a pandas table, plotly HTML reports and a printed summary.
+
+Optuna's own plotly visualizations are used where they exist (optimization
+history, parallel coordinates, parameter importances, Pareto front); the two
+study-specific figures (robustness vs teacher snapshot step, accuracy vs shift
+of the best trials against the no-KD baseline) are plotly express on the table.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+SHIFT_COLUMN = re.compile(r"^(val|test)_acc_shift/dx_(-?\d+)_dy_(-?\d+)$")
+
+
+def trials_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per trial: state, config, variant/teachers, final metrics (validation and test)."""
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    first = ["trial_id", "state", "baseline", "variant", "teachers", "teacher_step", "alpha", "temperature", "s_kl",
+             "s_fm", "seed", "epochs_done", "val_clean_acc", "val_translated_acc", "test_clean_acc",
+             "test_translated_acc"]
+    ordered = [c for c in first if c in table.columns] + [c for c in table.columns if c not in first]
+    return table[ordered]
+
+
+def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    csv, parquet = out_dir / "trials.csv", out_dir / "trials.parquet"
+    table.to_csv(csv, index=False)
+    table.astype({c: "string" for c in table.columns if table[c].dtype == object}).to_parquet(parquet, index=False)
+    return [csv, parquet]
+
+
+def best_trials(table: pd.DataFrame, metric: str = "val_translated_acc", k: int = 3) -> pd.DataFrame:
+    """The top ``k`` completed, non-baseline trials by the validation objective."""
+    if table.empty or metric not in table:
+        return table.head(0)
+    done = table[(table["state"] == "completed") & (~table["baseline"].astype(bool))]
+    return done.sort_values(metric, ascending=False).head(k)
+
+
+def baseline_rows(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return table
+    return table[table["baseline"].astype(bool) & (table["state"] == "completed")]
+
+
+def shift_curve(row: pd.Series, split: str = "test") -> pd.DataFrame:
+    """Accuracy vs shift magnitude (mean over the 8 directions) from a row's per-shift columns."""
+    points = []
+    for column, value in row.items():
+        match = SHIFT_COLUMN.match(str(column))
+        if match and match.group(1) == split and pd.notna(value):
+            dx, dy = int(match.group(2)), int(match.group(3))
+            points.append({"shift_px": max(abs(dx), abs(dy)), "accuracy": float(value)})
+    if not points:
+        return pd.DataFrame(columns=["shift_px", "accuracy"])
+    return pd.DataFrame(points).groupby("shift_px", as_index=False)["accuracy"].mean()
+
+
+def figure_shift_curves(table: pd.DataFrame) -> go.Figure:
+    curves = []
+    for label, rows in (("no KD (baseline)", baseline_rows(table)), ("best", best_trials(table))):
+        for _, row in rows.iterrows():
+            curve = shift_curve(row)
+            name = label if label.startswith("no KD") else f"{row['variant']} {row['teachers']} ({row['trial_id']})"
+            curves.append(curve.assign(trial=f"{name} seed {row.get('seed', '')}"))
+    data = pd.concat(curves) if curves else pd.DataFrame(columns=["shift_px", "accuracy", "trial"])
+    fig = px.line(data, x="shift_px", y="accuracy", color="trial", markers=True,
+                  title="Test accuracy vs translation (mean over 8 directions): best trials vs no KD")
+    fig.update_layout(xaxis_title="shift (pixels)", yaxis_title="test accuracy", yaxis_range=[0, 1])
+    return fig
+
+
+def figure_vs_teacher_step(table: pd.DataFrame) -> go.Figure:
+    data = table[(table.get("state") == "completed") & table["teacher_step"].notna()] if not table.empty else table
+    if not data.empty:
+        data = data.assign(teacher_step=pd.to_numeric(data["teacher_step"], errors="coerce")).dropna(
+            subset=["teacher_step"])
+    fig = px.scatter(data, x="teacher_step", y="val_translated_acc", color="variant" if not data.empty else None,
+                     symbol="teachers" if not data.empty else None, log_x=True,
+                     hover_data=[c for c in ("trial_id", "alpha", "temperature", "s_kl", "s_fm") if c in data],
+                     title="Validation translated accuracy vs teacher snapshot step")
+    for _, row in baseline_rows(table).iterrows():
+        fig.add_hline(y=row["val_translated_acc"], line_dash="dot", annotation_text="no KD")
+    fig.update_layout(xaxis_title="teacher snapshot step (iterations)", yaxis_title="val translated accuracy")
+    return fig
+
+
+def optuna_figures(study: Any, multi_objective: bool) -> dict[str, go.Figure]:
+    """Optuna's own plotly figures; importances need at least two finished trials with varied params."""
+    import optuna.visualization as vis
+    from optuna.trial import TrialState
+
+    figures: dict[str, go.Figure] = {}
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return figures
+    target = (lambda t: t.values[1]) if multi_objective else None
+    name = "val_translated_acc"
+    if multi_objective:
+        figures["pareto_front"] = vis.plot_pareto_front(study, target_names=["val_clean_acc", name])
+    figures["optimization_history"] = vis.plot_optimization_history(study, target=target, target_name=name)
+    figures["parallel_coordinates"] = vis.plot_parallel_coordinate(study, target=target, target_name=name)
+    try:
+        figures["param_importances"] = vis.plot_param_importances(study, target=target, target_name=name)
+    except (ValueError, RuntimeError, ZeroDivisionError) as error:  # too few trials / no variation yet
+        figures["param_importances"] = go.Figure().update_layout(title=f"parameter importances unavailable: {error}")
+    return figures
+
+
+def write_figures(figures: dict[str, go.Figure], out_dir: Path) -> list[Path]:
+    """Self-contained HTML (plotly.js inlined), so reports open offline and inside the MLflow UI."""
+    paths = []
+    for name, fig in figures.items():
+        path = out_dir / f"{name}.html"
+        fig.write_html(path, include_plotlyjs=True, full_html=True)
+        paths.append(path)
+    return paths
+
+
+def summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline."""
+    best = best_trials(table, k=1)
+    base = baseline_rows(table)
+    out: dict[str, Any] = {"trials": int(len(table)),
+                           "states": table["state"].value_counts().to_dict() if not table.empty else {}}
+    if not best.empty:
+        row = best.iloc[0]
+        keep = ["trial_id", "variant", "teachers", "teacher_step", "alpha", "temperature", "s_kl", "s_fm",
+                "teacher_weight", "seed", "val_clean_acc", "val_translated_acc", "test_clean_acc",
+                "test_translated_acc"]
+        out["best"] = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keep
+                       if k in row and pd.notna(row[k])}
+    if not base.empty:
+        out["baseline"] = {k: float(base[k].mean()) for k in ("val_clean_acc", "val_translated_acc", "test_clean_acc",
+                                                             "test_translated_acc") if k in base}
+    if "best" in out and "baseline" in out:
+        for k in ("test_translated_acc", "test_clean_acc"):
+            if k in out["best"] and k in out["baseline"]:
+                out[f"gain_{k}"] = out["best"][k] - out["baseline"][k]
+    return out
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"trials: {s['trials']} ({', '.join(f'{v} {k}' for k, v in s['states'].items())})"]
+    if "best" in s:
+        b = s["best"]
+        config = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.items()
+                           if k not in ("val_clean_acc", "val_translated_acc", "test_clean_acc", "test_translated_acc"))
+        lines.append(f"best (by validation translated accuracy): {config}")
+        lines.append(f"  val  clean {b.get('val_clean_acc', float('nan')):.4f}  "
+                     f"translated {b.get('val_translated_acc', float('nan')):.4f}")
+        lines.append(f"  test clean {b.get('test_clean_acc', float('nan')):.4f}  "
+                     f"translated {b.get('test_translated_acc', float('nan')):.4f}")
+    if "baseline" in s:
+        n = s["baseline"]
+        lines.append(f"no KD baseline: test clean {n.get('test_clean_acc', float('nan')):.4f}  "
+                     f"translated {n.get('test_translated_acc', float('nan')):.4f}")
+    if "gain_test_translated_acc" in s:
+        lines.append(f"gain over no KD: translated {s['gain_test_translated_acc']:+.4f}, "
+                     f"clean {s.get('gain_test_clean_acc', float('nan')):+.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The study driver behind ``run_study.py``: plan, stage 1 (teachers), stage 2 (Tune), reports.
+
+Layout of an output directory (default ``runs/``)::
+
+    mlflow.db                 MLflow tracking store (default; --tracking-uri for a server)
+    optuna.db                 Optuna studies (open with optuna-dashboard)
+    teachers/                 snapshot banks + output caches, shared by all studies
+    studies/<study>/study.json     what was planned, MLflow parent run id, status
+    studies/<study>/tune/          Ray Tune experiment (trial checkpoints; what --resume restores)
+    studies/<study>/reports/       trials.csv, trials.parquet, *.html, summary.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .data import load_dataset, train_val_split
+from .spaces import Space, load_space
+from .teachers import TeacherBank, teacher_bank_root
+from .tracking import Tracker, default_tracking_uri
+
+DEFAULT_SEARCH_TRIALS = 12
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Study:
+    """One study: resolved space, budget, paths. Built from ``run_study.py``'s arguments."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        space = load_space(args.space).with_overrides(args.set or [])
+        self.space: Space = space.resolve_steps(args.teacher_steps)
+        self.output_dir = Path(args.output_dir).expanduser().resolve()
+        self.name = args.study_name or f"{self.space.name}-{args.dataset}"
+        self.dir = self.output_dir / "studies" / self.name
+        self.bank_root = Path(args.bank_dir).expanduser().resolve() if args.bank_dir else \
+            teacher_bank_root(self.output_dir)
+        self.tracking_uri = args.tracking_uri or default_tracking_uri(self.output_dir)
+        self.optuna_url = args.optuna_storage or f"sqlite:///{self.output_dir / 'optuna.db'}"
+        grid = self.space.sampler == "grid"
+        self.search_trials = args.num_samples or (self.space.grid_size() if grid else DEFAULT_SEARCH_TRIALS)
+        if grid and self.search_trials > self.space.grid_size():
+            raise ValueError(f"--num-samples {self.search_trials} exceeds the grid of {self.space.grid_size()} points")
+        if self.search_trials < 1:
+            raise ValueError("--num-samples must be >= 1")
+        self.baselines = [] if args.no_baseline else [self.space.baseline_config(s)
+                                                      for s in self.space.baseline_seeds(args.seed)]
+        self.planned = self.search_trials + len(self.baselines)
+        self.train_subset = args.train_subset or None
+        self.use_asha = self.space.scheduler == "asha" and not args.no_asha
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "study.json"
+
+    def plan(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "study": self.name, "space": self.space.name, "description": self.space.description,
+            "sampler": self.space.sampler, "scheduler": "asha" if self.use_asha else "fifo",
+            "objective": "val_clean_acc + val_translated_acc" if a.multi_objective else "val_translated_acc (max)",
+            "dataset": a.dataset, "train_subset": self.train_subset or "all", "max_epochs": a.max_epochs,
+            "search_trials": self.search_trials, "baseline_trials": len(self.baselines), "planned_trials": self.planned,
+            "teachers": [s.key for s in self.space.teacher_specs(a.dataset)], "teacher_steps": a.teacher_steps,
+            "teacher_snapshots_used": self.space.teacher_steps_used(),
+            "fixed": self.space.fixed, "searched": sorted(self.space.params),
+            "resources_per_trial": {"cpu": a.cpus_per_trial, "gpu": a.gpus_per_trial},
+            "ray": a.address or "local (127.0.0.1)", "seed": a.seed,
+            "output_dir": str(self.output_dir), "study_dir": str(self.dir), "teacher_banks": str(self.bank_root),
+            "mlflow": self.tracking_uri, "optuna": self.optuna_url,
+        }
+
+
+def print_plan(plan: dict[str, Any]) -> None:
+    width = max(map(len, plan))
+    for key, value in plan.items():
+        print(f"{key:<{width}}  {value}")
+
+
+def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
+    import logging
+
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(logging_level=logging.INFO if verbose else logging.WARNING,
+                                  log_to_driver=verbose, configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        tmp = os.environ.setdefault("RAY_TMPDIR", f"/tmp/lkd-ray-{os.getuid()}")
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
+    study = Study(args)
+    plan = study.plan()
+    if args.dry_run:
+        print_plan(plan)
+        return 0
+    if study.state_file.is_file() and not args.resume:
+        raise ValueError(f"study {study.name!r} already exists in {study.output_dir}; pass --resume to continue "
+                         f"it, or --study-name to start another")
+    if args.resume and not study.state_file.is_file():
+        raise ValueError(f"nothing to resume: no study {study.name!r} in {study.output_dir}")
+
+    started = time.time()
+    tracker = Tracker(study.tracking_uri, study.name)  # fails fast and cleanly when unreachable
+    study.dir.mkdir(parents=True, exist_ok=True)
+    parent_id = tracker.study_run(study.name, {k: v for k, v in plan.items() if k != "description"})
+    state = {"plan": plan, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
+             "status": "running", "started": started}
+    study.state_file.write_text(json.dumps(state, indent=2, default=str))
+    say(f"study {study.name}: {study.planned} trials ({study.search_trials} search + {len(study.baselines)} "
+        f"no-KD baseline) · MLflow {study.tracking_uri} · experiment {study.name!r}")
+
+    init_ray(args.address, args.num_cpus, args.verbose)
+    from .stage2 import run_search
+
+    data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
+    split = train_val_split(data, study.train_subset, seed=args.seed)
+    caches = build_teachers(study, data, split, tracker, parent_id)
+    outcome = run_search(study, data, caches, tracker, parent_id)
+    state.update(status=outcome["status"], wall_seconds=time.time() - started, summary=outcome.get("summary"))
+    study.state_file.write_text(json.dumps(state, indent=2, default=str))
+    if outcome["status"] != "finished":
+        say(f"study {study.name} stopped with {outcome['finished']}/{study.planned} trials finished; "
+            f"everything logged so far is kept. Continue with: python run_study.py --space {args.space} "
+            f"--study-name {study.name} --output-dir {args.output_dir} --resume")
+        return 130 if outcome["status"] == "interrupted" else 1
+    say(f"done in {time.time() - started:.0f}s · reports in {study.dir / 'reports'} · "
+        f"browse: mlflow ui --backend-store-uri {study.tracking_uri}")
+    return 0
+
+
+def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) -> dict:
+    """Stage 1, then the caches the trials need, as numpy arrays for the object store."""
+    from .stage1 import build_teacher_banks
+    from .trainable import as_arrays, cache_key
+
+    args = study.args
+    specs = study.space.teacher_specs(args.dataset)
+    steps = study.space.teacher_steps_used()
+    manifests = build_teacher_banks(specs, data, study.bank_root, args.teacher_steps, steps, split.train,
+                                    args.teacher_eval_images, cpus_per_teacher=args.cpus_per_trial, progress=say)
+    caches = {}
+    for spec, manifest in manifests.items():
+        tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,
+                                                  "eval_images": args.teacher_eval_images}, manifest)
+        bank = TeacherBank(study.bank_root, spec)
+        for step in steps:
+            caches[cache_key(spec.arch, spec.label_smoothing, step)] = as_arrays(
+                *bank.outputs(step, data, split.train, device="cpu"))
+    return caches

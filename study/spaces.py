@@ -1,0 +1,372 @@
+"""Named search spaces, as data: ``study/spaces/<name>.yaml`` -> an Optuna define-by-run space.
+
+A space file has a one-line ``description``, a ``sampler`` (``tpe``, ``random`` or
+``grid``), a default ``scheduler`` (``asha`` or ``none``), ``fixed`` values and
+``params`` to search. A param is one of::
+
+    alpha:        {float: [0.0, 1.0]}                      # uniform
+    temperature:  {float: [1.0, 20.0], log: true}          # log-uniform
+    s_kl:         {float: [0.1, 4.0], log: true, or_zero: true}   # exactly 0, or in the range
+    teachers:     {choices: [cnn_1, cnn_2, cnn_1+cnn_2]}   # categorical
+    teacher_step: {choices: bank}                          # every snapshot step of the bank
+    teacher_step: {choices: [weak, strong, 500]}           # weak ~ 10% of --teacher-steps, strong = last
+
+Teacher parameters are conditional, as in Optuna's define-by-run examples: the
+snapshot step is sampled per teacher in use (``step_cnn_1``, ``step_cnn_2``) and the
+mixing weight only when there are two teachers. ``or_zero`` makes "no KD",
+"normal KD", "Type 1" and "Type 2" all reachable from one continuous space.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from models import model_names
+
+from .distillation import RunSpec, TeacherRef
+from .teachers import TeacherSpec, snapshot_steps
+
+SPACES_DIR = Path(__file__).with_name("spaces")
+SAMPLERS = ("tpe", "random", "grid")
+SCHEDULERS = ("asha", "none")
+VARIANTS = {"no_kd": (0.0, 0.0), "normal_kd": (1.0, 0.0), "type_1": (0.0, 1.0), "type_2": (1.0, 1.0)}
+#: Keys a space (or ``--set``) may name, and what they mean.
+KEYS = {
+    "student": "student architecture (mlp_1, mlp_2)",
+    "teachers": "teacher architectures joined by '+', e.g. cnn_1+cnn_2, or none",
+    "teacher_step": "snapshot step of each teacher: a number, weak, strong, or 'bank' (all)",
+    "teacher_weight": "mixing weight of the first of two teachers",
+    "teacher_label_smoothing": "label smoothing the teacher was trained with (its own bank)",
+    "alpha": "weight of the hard-label CE term, in [0, 1]",
+    "temperature": "KD temperature T > 0",
+    "s_kl": "scale of the KD (KL) term, >= 0",
+    "s_fm": "scale of the feature-matching term, >= 0",
+    "variant": "no_kd, normal_kd, type_1 or type_2 (sets which of s_kl, s_fm are zero)",
+    "label_smoothing": "label smoothing on the student's CE term",
+    "seed": "student seed (initialization, batch order)",
+}
+#: Fraction of the teacher-step budget the "weak" (early) snapshot sits at: 2,500 of 25,000.
+WEAK_FRACTION = 0.1
+
+
+class SpaceError(ValueError):
+    """A space file, a ``--set`` override or a range is invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    or_zero: bool = False
+    choices: tuple | None = None
+
+    @classmethod
+    def parse(cls, name: str, spec: Any) -> "Param":
+        if not isinstance(spec, dict) or len({"float", "choices"} & set(spec)) != 1:
+            raise SpaceError(f"param {name!r} needs exactly one of 'float: [low, high]' or 'choices: [...]'")
+        unknown = set(spec) - {"float", "choices", "log", "or_zero"}
+        if unknown:
+            raise SpaceError(f"param {name!r} has unknown option(s) {sorted(unknown)}; valid: float, choices, log, or_zero")
+        if "choices" in spec:
+            choices = spec["choices"]
+            if choices == "bank":
+                return cls(name, choices=("bank",))
+            if not isinstance(choices, list) or not choices:
+                raise SpaceError(f"param {name!r}: choices must be a non-empty list")
+            return cls(name, choices=tuple(choices))
+        bounds = spec["float"]
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
+            raise SpaceError(f"param {name!r}: float needs [low, high], got {bounds!r}")
+        low, high = map(float, bounds)
+        if not low < high:
+            raise SpaceError(f"param {name!r}: low must be < high, got [{low}, {high}]")
+        if spec.get("log") and low <= 0:
+            raise SpaceError(f"param {name!r}: a log range needs low > 0, got {low}")
+        return cls(name, low, high, bool(spec.get("log")), bool(spec.get("or_zero")))
+
+    def values(self) -> list:
+        """Every value (categorical) or the two bounds (float), for validation."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+    def suggest(self, trial: Any) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.or_zero and not trial.suggest_categorical(f"{self.name}_on", [True, False]):
+            return 0.0
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+
+def _check_value(key: str, value: Any) -> None:
+    """One-line errors for values outside what the loss and the models accept."""
+    bounds = {"alpha": (0.0, 1.0), "s_kl": (0.0, math.inf), "s_fm": (0.0, math.inf), "teacher_weight": (0.0, 1.0),
+              "label_smoothing": (0.0, 0.999), "teacher_label_smoothing": (0.0, 0.999)}
+    if key in bounds or key == "temperature":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise SpaceError(f"{key} must be a number, got {value!r}")
+        low, high = bounds.get(key, (1e-9, math.inf))
+        if not low <= value <= high:
+            raise SpaceError(f"{key}={value} is out of range [{low}, {high}]")
+    elif key == "teachers":
+        archs = str(value).split("+")
+        valid = [m for m in model_names() if not m.startswith("mlp")]
+        if value != "none" and any(a not in valid for a in archs):
+            raise SpaceError(f"teachers={value!r}: valid teachers are {', '.join(valid)} (joined by '+') or none")
+    elif key == "student" and value not in model_names():
+        raise SpaceError(f"student={value!r}: valid choices are {', '.join(model_names())}")
+    elif key == "variant" and value not in VARIANTS:
+        raise SpaceError(f"variant={value!r}: valid choices are {', '.join(VARIANTS)}")
+    elif key == "teacher_step" and not (value in ("weak", "strong", "bank") or
+                                        (isinstance(value, int) and not isinstance(value, bool) and value > 0)):
+        raise SpaceError(f"teacher_step={value!r}: use a positive snapshot step, weak, strong or bank")
+    elif key == "seed" and not isinstance(value, int):
+        raise SpaceError(f"seed must be an integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    description: str
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    fixed: dict = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, name: str, raw: Any) -> "Space":
+        if not isinstance(raw, dict):
+            raise SpaceError(f"space {name!r} must be a YAML mapping")
+        unknown = set(raw) - {"description", "sampler", "scheduler", "fixed", "params"}
+        if unknown:
+            raise SpaceError(f"space {name!r} has unknown section(s) {sorted(unknown)}; "
+                             f"valid: description, sampler, scheduler, fixed, params")
+        space = cls(name=name, description=str(raw.get("description", "")).strip(),
+                    sampler=raw.get("sampler", "tpe"), scheduler=raw.get("scheduler", "asha"),
+                    fixed=dict(raw.get("fixed") or {}),
+                    params={k: Param.parse(k, v) for k, v in (raw.get("params") or {}).items()})
+        space.validate()
+        return space
+
+    def validate(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise SpaceError(f"space {self.name!r}: sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise SpaceError(f"space {self.name!r}: scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        for key in [*self.fixed, *self.params]:
+            if key not in KEYS:
+                raise SpaceError(f"space {self.name!r}: unknown key {key!r}; valid keys: {', '.join(KEYS)}")
+        for key, value in self.fixed.items():
+            _check_value(key, value)
+        for param in self.params.values():
+            for value in param.values():
+                if not (param.name == "teacher_step" and value == "bank"):
+                    _check_value(param.name, value)
+        if "variant" in self.keys and {"s_kl", "s_fm"} & set(self.params):
+            raise SpaceError(f"space {self.name!r}: search either variant or s_kl/s_fm, not both")
+        if self.sampler == "grid":
+            floats = [p.name for p in self.params.values() if p.choices is None]
+            if floats:
+                raise SpaceError(f"space {self.name!r}: a grid needs choices, but {floats} are ranges")
+            if "teachers" in self.params:
+                raise SpaceError(f"space {self.name!r}: a grid needs fixed teachers")
+        if "teachers" not in self.keys:
+            raise SpaceError(f"space {self.name!r} must fix or search 'teachers'")
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self.fixed) | set(self.params)
+
+    def with_overrides(self, overrides: Iterable[str]) -> "Space":
+        """Apply ``--set key=value`` (YAML-parsed values): fixes the key, searched or not."""
+        fixed, params = dict(self.fixed), dict(self.params)
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise SpaceError(f"--set expects key=value, got {item!r}")
+            if key not in KEYS:
+                raise SpaceError(f"--set {key}: unknown key; valid keys: {', '.join(KEYS)}")
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise SpaceError(f"--set {key}: cannot parse value {text!r}") from None
+            fixed[key] = value
+            params.pop(key, None)
+            if key == "teachers" and len(str(value).split("+")) < 2:
+                params.pop("teacher_weight", None)
+        space = replace(self, fixed=fixed, params=params)
+        space.validate()
+        return space
+
+    # -- teachers -------------------------------------------------------------------------
+    def teacher_combinations(self) -> list[str]:
+        if "teachers" in self.params:
+            return [str(c) for c in self.params["teachers"].choices]
+        return [str(self.fixed["teachers"])]
+
+    def teacher_archs(self) -> list[str]:
+        return sorted({a for combo in self.teacher_combinations() if combo != "none" for a in combo.split("+")})
+
+    def teacher_label_smoothings(self) -> list[float]:
+        if "teacher_label_smoothing" in self.params:
+            return [float(v) for v in self.params["teacher_label_smoothing"].choices]
+        return [float(self.fixed.get("teacher_label_smoothing", 0.0))]
+
+    def teacher_specs(self, dataset: str) -> list[TeacherSpec]:
+        """Every teacher bank a trial of this space can use."""
+        return [TeacherSpec(dataset, arch, 0, ls) for arch in self.teacher_archs()
+                for ls in self.teacher_label_smoothings()]
+
+    def resolve_steps(self, teacher_steps: int) -> "Space":
+        """Replace ``bank``/``weak``/``strong`` by snapshot steps and drop steps beyond the budget."""
+        available = snapshot_steps(teacher_steps)
+        if not available:
+            raise SpaceError(f"--teacher-steps must be >= 50 (the first snapshot), got {teacher_steps}")
+        weak = min(available, key=lambda s: (abs(s - WEAK_FRACTION * teacher_steps), s))
+        named = {"weak": weak, "strong": available[-1]}
+
+        def resolve(values: list) -> list[int]:
+            if values == ["bank"]:
+                return available
+            steps = []
+            for v in values:
+                step = named.get(v, v)
+                if step not in available and v not in named:
+                    if isinstance(v, int) and v > available[-1]:
+                        continue  # beyond this budget: dropped
+                    raise SpaceError(f"teacher_step {v} is not a snapshot step; valid: {', '.join(map(str, available))}")
+                steps.append(step)
+            if not steps:
+                raise SpaceError(f"no teacher_step of {values} fits --teacher-steps {teacher_steps}")
+            return list(dict.fromkeys(steps))
+
+        fixed, params = dict(self.fixed), dict(self.params)
+        if "teacher_step" in params:
+            params["teacher_step"] = replace(params["teacher_step"],
+                                             choices=tuple(resolve(list(params["teacher_step"].choices))))
+        elif "teacher_step" in fixed:
+            steps = resolve([fixed["teacher_step"]])
+            if len(steps) > 1:  # 'bank' as a fixed value means: search them all
+                params["teacher_step"] = Param("teacher_step", choices=tuple(steps))
+                del fixed["teacher_step"]
+            else:
+                fixed["teacher_step"] = steps[0]
+        elif self.teacher_archs():
+            fixed["teacher_step"] = named["weak"]
+        return replace(self, fixed=fixed, params=params)
+
+    def teacher_steps_used(self) -> list[int]:
+        """Snapshot steps a trial may ask for (after :meth:`resolve_steps`): what needs a cache."""
+        if "teacher_step" in self.params:
+            return sorted(self.params["teacher_step"].choices)
+        return [self.fixed["teacher_step"]] if "teacher_step" in self.fixed else []
+
+    # -- Optuna ---------------------------------------------------------------------------
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """The define-by-run function: samples ``params`` on ``trial`` and returns the constants.
+
+        Optuna records what was sampled; the returned dict holds the fixed values
+        (and zeros of switched-off terms), so a trial's config is complete.
+        """
+        constants = {k: v for k, v in self.fixed.items() if k != "teacher_step"}
+        values: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if name in ("teacher_step", "teacher_weight"):
+                continue
+            values[name] = param.suggest(trial)
+        teachers = str(values.get("teachers", self.fixed.get("teachers")))
+        archs = [] if teachers == "none" else teachers.split("+")
+        for arch in archs:
+            if "teacher_step" in self.params:
+                step_param = replace(self.params["teacher_step"], name=f"step_{arch}")
+                values[f"step_{arch}"] = step_param.suggest(trial)
+            else:
+                constants[f"step_{arch}"] = self.fixed["teacher_step"]
+        if len(archs) == 2 and "teacher_weight" in self.params:
+            values["teacher_weight"] = self.params["teacher_weight"].suggest(trial)
+        constants.update({k: v for k, v in values.items()
+                          if isinstance(v, float) and v == 0.0 and k in ("s_kl", "s_fm")})
+        return constants
+
+    def grid(self) -> dict[str, list]:
+        """The search space of Optuna's GridSampler (grid spaces have fixed teachers)."""
+        grid = {}
+        for name, param in self.params.items():
+            if name == "teacher_step":
+                for arch in self.teacher_archs():
+                    grid[f"step_{arch}"] = list(param.choices)
+            else:
+                grid[name] = list(param.choices)
+        return grid
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid().values())
+
+    def baseline_seeds(self, seed: int) -> list[int]:
+        if "seed" in self.params:
+            return [int(s) for s in self.params["seed"].choices]
+        return [int(self.fixed.get("seed", seed))]
+
+    def baseline_config(self, seed: int) -> dict[str, Any]:
+        """The no-KD student this space is compared with: same student, CE only."""
+        return {"baseline": True, "teachers": "none", "student": self.fixed.get("student", "mlp_1"),
+                "alpha": 1.0, "s_kl": 0.0, "s_fm": 0.0, "temperature": 1.0,
+                "label_smoothing": float(self.fixed.get("label_smoothing", 0.0)), "seed": seed}
+
+
+# ----------------------------------------------------------------------------- registry
+
+def space_names() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str) -> Space:
+    """A space by name (``study/spaces/<name>.yaml``) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = SPACES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise SpaceError(f"unknown space {name_or_path!r}; valid spaces: {', '.join(space_names())}")
+    if not path.is_file():
+        raise SpaceError(f"space file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"space file {path}{where} is not valid YAML: {getattr(error, 'problem', error)}") from None
+    return Space.from_dict(path.stem, raw)
+
+
+def list_spaces() -> list[tuple[str, str]]:
+    return [(name, load_space(name).description) for name in space_names()]
+
+
+# ----------------------------------------------------------------------------- config -> run
+
+def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset: int | None) -> RunSpec:
+    """Turn a trial's config (sampled + constant values) into the run it describes."""
+    teachers = str(config.get("teachers", "none"))
+    archs = [] if teachers == "none" else teachers.split("+")
+    if len(archs) == 2 and "teacher_weight" in config:
+        weights = [float(config["teacher_weight"]), 1.0 - float(config["teacher_weight"])]
+    else:
+        weights = [1.0] * len(archs)
+    refs = tuple(TeacherRef(a, int(config[f"step_{a}"]), w) for a, w in zip(archs, weights))
+    s_kl, s_fm = float(config.get("s_kl", 1.0)), float(config.get("s_fm", 0.0))
+    if "variant" in config:
+        on_kl, on_fm = VARIANTS[config["variant"]]
+        s_kl, s_fm = on_kl * float(config.get("s_kl", 1.0)), on_fm * float(config.get("s_fm", 1.0))
+    return RunSpec(
+        dataset=dataset, student=str(config.get("student", "mlp_1")), teachers=refs,
+        alpha=float(config.get("alpha", 0.5)), temperature=float(config.get("temperature", 4.0)),
+        s_kl=s_kl, s_fm=s_fm, label_smoothing=float(config.get("label_smoothing", 0.0)),
+        teacher_label_smoothing=float(config.get("teacher_label_smoothing", 0.0)),
+        epochs=epochs, seed=int(config.get("seed", 0)), train_subset=train_subset,
+    )

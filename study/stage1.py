@@ -1,0 +1,48 @@
+"""Stage 1 of a study: build every teacher bank the space can use, once, as Ray tasks.
+
+One task per teacher (on its own GPU when the cluster has GPUs): it trains or
+extends the snapshot bank and computes the output caches the space's trials
+will ask for, so stage 2 only reads them. Banks live under a directory every
+node can reach (``--bank-dir`` / ``$LEVELED_KD_BANK`` on a cluster).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import ray
+import torch
+
+from .data import ImageData
+from .teachers import TeacherBank, TeacherSpec
+
+
+def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: int, cache_steps: Sequence[int],
+                indices: torch.Tensor, eval_images: int, device: str) -> dict:
+    bank = TeacherBank(bank_root, spec, eval_images)
+    bank.ensure(data, max_steps, device=device, progress=lambda msg: print(msg, flush=True))
+    for step in cache_steps:
+        bank.outputs(step, data, indices, device=device)
+    return bank.manifest()
+
+
+def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root: Path, max_steps: int,
+                        cache_steps: Sequence[int], indices: torch.Tensor, eval_images: int, device: str = "auto",
+                        cpus_per_teacher: float = 1.0,
+                        progress: Callable[[str], None] = print) -> dict[TeacherSpec, dict]:
+    """Run one Ray task per teacher; returns each bank's manifest."""
+    if not specs:
+        return {}
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=cpus_per_teacher, num_gpus=gpus, max_retries=2)(_build_bank)
+    data_ref = ray.put(data)
+    pending = {task.remote(spec, data_ref, str(bank_root), max_steps, list(cache_steps), indices, eval_images,
+                           device): spec for spec in specs}
+    manifests = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        spec = pending.pop(done[0])
+        manifests[spec] = ray.get(done[0])
+        steps = sorted(map(int, manifests[spec]["snapshots"]))
+        progress(f"teacher {spec.key}: {len(steps)} snapshots (up to step {steps[-1]}) ready")
+    return manifests

@@ -1,0 +1,136 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study.spaces import Space, SpaceError, list_spaces, load_space, run_spec, space_names
+
+ROOT = Path(__file__).resolve().parents[1]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+EXPECTED = {"leveled_kd", "snapshot_sweep", "kd_types", "alpha_sweep", "label_smoothing", "multi_teacher"}
+
+
+def test_named_spaces_are_listed_with_descriptions():
+    names = dict(list_spaces())
+    assert EXPECTED <= set(names)
+    assert all(desc and "\n" not in desc for desc in names.values())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_space_builds_valid_optuna_distributions(name):
+    space = load_space(name).resolve_steps(2500)
+    sampler = (optuna.samplers.GridSampler(space.grid(), seed=0) if space.sampler == "grid"
+               else optuna.samplers.TPESampler(seed=0))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    n = space.grid_size() if space.sampler == "grid" else 30
+
+    def objective(trial):
+        constants = space.suggest(trial)
+        config = {**trial.params, **constants}
+        for dist in trial.distributions.values():
+            assert isinstance(dist, optuna.distributions.BaseDistribution)
+        spec = run_spec(config, dataset="mnist", epochs=1, train_subset=None)
+        assert 0.0 <= spec.alpha <= 1.0 and spec.temperature > 0
+        assert all(t.step in space.teacher_steps_used() for t in spec.teachers)
+        return 0.5
+
+    study.optimize(objective, n_trials=n, catch=())
+    assert len(study.trials) == n
+    if space.sampler == "grid":  # the grid is enumerated exactly once
+        assert len({tuple(sorted(t.params.items())) for t in study.trials}) == space.grid_size()
+
+
+def test_leveled_kd_reaches_every_variant_and_conditional_teacher_params():
+    space = load_space("leveled_kd").resolve_steps(1000)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    variants, two_teacher_weights, one_teacher_weights = set(), 0, 0
+    for _ in range(200):
+        trial = study.ask()
+        constants = space.suggest(trial)
+        config = {**trial.params, **constants}
+        spec = run_spec(config, dataset="mnist", epochs=1, train_subset=None)
+        variants.add(spec.loss_config.variant)
+        if len(spec.teachers) == 2:
+            two_teacher_weights += "teacher_weight" in trial.params
+            assert "step_cnn_1" in trial.params and "step_cnn_2" in trial.params
+        else:
+            one_teacher_weights += "teacher_weight" in trial.params
+        study.tell(trial, 0.0)
+    assert variants == {"no_kd", "normal_kd", "type_1", "type_2"}
+    assert two_teacher_weights > 0 and one_teacher_weights == 0
+
+
+def test_weak_and_strong_steps_follow_the_budget():
+    space = load_space("kd_types")
+    assert space.resolve_steps(25000).grid()["step_cnn_1"] == [2500, 25000]
+    assert space.resolve_steps(1000).grid()["step_cnn_1"] == [100, 1000]
+    sweep = load_space("snapshot_sweep").resolve_steps(2500)
+    assert sweep.grid()["step_cnn_1"] == [100, 250, 500, 1000, 2500]  # beyond the budget: dropped
+
+
+def test_overrides_fix_values_and_bad_ones_are_rejected():
+    space = load_space("leveled_kd").with_overrides(["teachers=cnn_1", "alpha=0.3"])
+    assert space.fixed["teachers"] == "cnn_1" and "teachers" not in space.params
+    assert "teacher_weight" not in space.params and space.fixed["alpha"] == 0.3
+    for bad, message in [(["alpha=1.5"], "out of range"), (["nonsense=1"], "unknown key"),
+                         (["alpha"], "key=value"), (["teachers=resnet"], "valid teachers"),
+                         (["temperature=-1"], "out of range")]:
+        with pytest.raises(SpaceError, match=message):
+            load_space("leveled_kd").with_overrides(bad)
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"params": {"alpha": {"float": [0.8, 0.2]}}, "fixed": {"teachers": "cnn_1"}}, "low must be < high"),
+    ({"params": {"temperature": {"float": [0.0, 5.0], "log": True}}, "fixed": {"teachers": "cnn_1"}}, "log range"),
+    ({"params": {"alpha": {"float": [0.0, 2.0]}}, "fixed": {"teachers": "cnn_1"}}, "out of range"),
+    ({"params": {"alpha": {"choices": []}}, "fixed": {"teachers": "cnn_1"}}, "non-empty"),
+    ({"sampler": "grid", "params": {"alpha": {"float": [0.0, 1.0]}}, "fixed": {"teachers": "cnn_1"}}, "grid needs"),
+    ({"sampler": "cmaes", "fixed": {"teachers": "cnn_1"}}, "sampler"),
+    ({"fixed": {"alpha": 0.5}}, "teachers"),
+])
+def test_bad_ranges_are_one_line_errors(raw, message):
+    with pytest.raises(SpaceError, match=message):
+        Space.from_dict("bad", raw)
+
+
+def test_unknown_space_names_the_valid_ones():
+    with pytest.raises(SpaceError) as info:
+        load_space("nope")
+    assert all(name in str(info.value) for name in space_names())
+
+
+def run_study(*args):
+    return subprocess.run([sys.executable, "run_study.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--space", "nope"], "unknown space 'nope'; valid spaces:"),
+    (["--set", "alpha=7"], "alpha=7 is out of range"),
+    (["--set", "what=1"], "unknown key"),
+    (["--max-epochs", "0"], "--max-epochs must be >= 1"),
+    (["--space", "snapshot_sweep", "--teacher-steps", "20"], "--teacher-steps must be >= 50"),
+])
+def test_cli_bad_input_exits_nonzero_with_one_line(args, message):
+    result = run_study(*args, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_cli_bad_yaml_file_is_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("params:\n  alpha: {float: [0, 1]\n")
+    result = run_study("--space", str(path), "--dry-run")
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_list_spaces_and_dry_run_plan():
+    listing = run_study("--list-spaces")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in EXPECTED)
+    plan = run_study("--space", "kd_types", "--dry-run", "--teacher-steps", "25000")
+    assert plan.returncode == 0
+    assert "planned_trials" in plan.stdout and "21" in plan.stdout  # 18 grid points + 3 baselines (one per seed)
+    assert "teacher_snapshots_used  [2500, 25000]" in plan.stdout

@@ -1,0 +1,172 @@
+"""End-to-end studies on a tiny budget: MLflow contents, reports, resume after an interrupt, a real
+``mlflow server``. Each study runs ``run_study.py`` in a subprocess with a local Ray on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TRIAL_PARAMS = {"alpha", "temperature", "s_kl", "s_fm", "teachers", "teacher_0", "teacher_0_step", "student",
+                "dataset", "seed", "variant"}
+
+
+@pytest.fixture(scope="session")
+def bank_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("teachers")
+
+
+def study_args(mnist_root, bank_dir, out, *extra):
+    return [sys.executable, "run_study.py", "--data-root", str(mnist_root), "--no-download", "--output-dir", str(out),
+            "--bank-dir", str(bank_dir), "--set", "teachers=cnn_1", "--teacher-steps", "100",
+            "--teacher-eval-images", "50", "--train-subset", "300", "--val-images", "100", "--test-images", "200",
+            "--num-cpus", "2", "--quiet", *extra]
+
+
+def run_study(*args, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def runs_of(tracking_uri, experiment):
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_kind = {}
+    for run in runs:
+        by_kind.setdefault(run.data.tags.get("leveled_kd.kind"), []).append(run)
+    return client, by_kind
+
+
+@pytest.fixture(scope="module")
+def tiny_study(mnist_root, bank_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    result = run_study(*study_args(mnist_root, bank_dir, out, "--num-samples", "3", "--max-epochs", "1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_mlflow_holds_study_teacher_and_trial_runs(tiny_study):
+    out, _ = tiny_study
+    client, runs = runs_of(f"sqlite:///{out / 'mlflow.db'}", "leveled_kd-mnist")
+    (parent,) = runs["study"]
+    (teacher,) = runs["teacher"]
+    trials = runs["trial"]
+    assert len(trials) == 4  # 3 search trials + the no-KD baseline
+    assert sum(t.data.params.get("config/baseline") == "True" for t in trials) == 1
+    parent_id = parent.info.run_id
+    assert teacher.data.tags["mlflow.parentRunId"] == parent_id
+    assert sorted(m.step for m in client.get_metric_history(teacher.info.run_id, "clean_acc")) == [50, 100]
+    for trial in trials:
+        assert trial.data.tags["mlflow.parentRunId"] == parent_id
+        assert TRIAL_PARAMS <= set(trial.data.params) or trial.data.params["teachers"] == "none"
+        assert {"val_clean_acc", "val_translated_acc", "loss_ce", "loss_total", "test_translated_acc",
+                "val_acc_shift/dx_2_dy_0"} <= set(trial.data.metrics)
+        assert trial.data.tags["state"] == "completed" and trial.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(parent_id, "reports")}
+    assert {"reports/trials.csv", "reports/optimization_history.html", "reports/param_importances.html"} <= artifacts
+    best = [t for t in trials if client.list_artifacts(t.info.run_id, "model")]
+    assert best, "the best trials' students are logged as artifacts"
+
+
+def test_reports_are_written_and_summary_printed(tiny_study):
+    out, result = tiny_study
+    reports = out / "studies" / "leveled_kd-mnist" / "reports"
+    for name in ("trials.csv", "trials.parquet", "optimization_history.html", "parallel_coordinates.html",
+                 "param_importances.html", "translated_vs_teacher_step.html", "accuracy_vs_shift.html"):
+        assert (reports / name).stat().st_size > 100, name
+    import pandas as pd
+
+    table = pd.read_csv(reports / "trials.csv")
+    assert len(table) == 4 and set(table["state"]) == {"completed"}
+    assert "gain over no KD" in result.stdout and "best (by validation" in result.stdout
+    state = json.loads((out / "studies" / "leveled_kd-mnist" / "study.json").read_text())
+    assert state["status"] == "finished"
+
+
+def test_rerunning_a_finished_study_without_resume_is_refused(tiny_study, mnist_root, bank_dir):
+    out, _ = tiny_study
+    result = run_study(*study_args(mnist_root, bank_dir, out, "--num-samples", "3", "--max-epochs", "1"), timeout=120)
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_interrupted_study_resumes_without_duplicates(mnist_root, bank_dir, tmp_path):
+    args = study_args(mnist_root, bank_dir, tmp_path, "--num-samples", "4", "--max-epochs", "2", "--no-asha")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tune_dir = tmp_path / "studies" / "leveled_kd-mnist" / "tune"
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        if any(p.stat().st_size > 0 for p in tune_dir.glob("trial_*/result.json")):
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, "the study finished before it could be interrupted"
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=180)
+    assert driver.returncode != 0, output[-2000:]
+    assert "--resume" in output
+
+    resumed = run_study(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "leveled_kd-mnist")
+    trials = runs["trial"]
+    ids = [t.data.tags["leveled_kd.trial_id"] for t in trials]
+    assert len(ids) == 5 and len(set(ids)) == 5  # 4 search + 1 baseline, each logged once
+    assert len(runs["study"]) == 1 and len(runs["teacher"]) == 1
+    assert all(t.data.tags["state"] == "completed" for t in trials)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        import requests
+
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if requests.get(uri + "/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        result = run_study(*study_args(mnist_root, bank_dir, tmp_path / "out", "--num-samples", "1", "--max-epochs",
+                                       "1", "--tracking-uri", uri, "--keep-best", "1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        client, runs = runs_of(uri, "leveled_kd-mnist")
+        assert len(runs["study"]) == 1 and len(runs["teacher"]) == 1 and len(runs["trial"]) == 2
+        parent = runs["study"][0].info.run_id
+        assert any(a.path == "reports/trials.csv" for a in client.list_artifacts(parent, "reports"))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_unreachable_tracking_server_is_one_line_error(mnist_root, bank_dir, tmp_path):
+    result = run_study(*study_args(mnist_root, bank_dir, tmp_path, "--tracking-uri", f"http://127.0.0.1:{free_port()}"),
+                       timeout=120)
+    assert result.returncode == 2 and "cannot reach the MLflow tracking server" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
