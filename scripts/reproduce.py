@@ -1,0 +1,265 @@
+"""Re-run the seed poster's findings with the study's named spaces and write docs/RESULTS.md.
+
+    python scripts/reproduce.py --quick             # MNIST, small budget, under 30 minutes on 2 CPU cores
+    python scripts/reproduce.py                     # the budget docs/RESULTS.md reports (about 2 hours here)
+    python scripts/reproduce.py --datasets mnist fashion_mnist --teacher-steps 25000   # the poster's scale
+
+Every number comes from ``run_study.py`` studies (3 seeds per configuration, a no-KD
+baseline per seed); finished studies are reused, so an interrupted reproduction
+continues where it stopped. Verdicts are computed by the rules printed next to
+them (a difference counts only when it exceeds the seeds' standard deviations).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC = "test_translated_acc"
+
+BUDGETS = {
+    "quick": dict(teacher_steps=1000, train_subset=2000, max_epochs=2, val_images=500, test_images=1000),
+    "full": dict(teacher_steps=5000, train_subset=10000, max_epochs=3, val_images=1000, test_images=2000),
+}
+FINDING_SPACES = ["kd_types", "snapshot_sweep", "label_smoothing", "alpha_sweep", "leveled_kd"]
+
+
+def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float]:
+    name = f"repro-{space}-{dataset}-{args.budget_name}"
+    study_dir = Path(args.output_dir) / "studies" / name
+    cmd = [sys.executable, "run_study.py", "--space", space, "--dataset", dataset, "--study-name", name,
+           "--output-dir", args.output_dir, "--data-root", args.data_root, "--quiet",
+           "--teacher-steps", str(budget["teacher_steps"]), "--train-subset", str(budget["train_subset"]),
+           "--max-epochs", str(budget["max_epochs"]), "--val-images", str(budget["val_images"]),
+           "--test-images", str(budget["test_images"])]
+    if args.no_download:
+        cmd.append("--no-download")
+    if space == "leveled_kd":
+        cmd += ["--num-samples", str(args.tpe_trials)]
+    state = study_dir / "study.json"
+    if state.is_file():
+        if json.loads(state.read_text()).get("status") == "finished":
+            print(f"[reproduce] {name}: finished earlier, reused", flush=True)
+            return study_dir, float(json.loads(state.read_text()).get("wall_seconds", 0))
+        cmd.append("--resume")
+    print(f"[reproduce] {' '.join(cmd)}", flush=True)
+    started = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return study_dir, time.time() - started
+
+
+def load_trials(study_dir: Path) -> pd.DataFrame:
+    table = pd.read_csv(study_dir / "reports" / "trials.csv")
+    return table[table["state"] == "completed"]
+
+
+def mean_std(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    agg = table.groupby(by, dropna=False)[[METRIC, "test_clean_acc"]].agg(["mean", "std", "count"])
+    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    return agg.reset_index()
+
+
+def separated(a_mean: float, a_std: float, b_mean: float, b_std: float) -> bool:
+    """a is better than b beyond noise: the gap exceeds the larger of the two standard deviations."""
+    noise = max(x for x in (a_std, b_std, 0.0) if not math.isnan(x))
+    return a_mean - b_mean > noise
+
+
+def verdict(better: bool, worse: bool) -> str:
+    return "reproduced" if better else ("not reproduced" if worse else "inconclusive")
+
+
+def fmt(m: float, s: float) -> str:
+    return f"{m:.4f} ± {0.0 if math.isnan(s) else s:.4f}"
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def with_baseline(trials: pd.DataFrame) -> pd.DataFrame:
+    trials = trials.copy()
+    trials.loc[trials["baseline"], "variant"] = "no_kd"
+    trials.loc[trials["baseline"], "teacher_step"] = 0
+    return trials
+
+
+def save_figure(fig, name: str, docs: Path) -> str:
+    """PNG via headless Chromium when available (HTML beside it always); returns the markdown link."""
+    html = docs / "figures" / f"{name}.html"
+    html.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(html, include_plotlyjs="cdn")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium:
+        png = html.with_suffix(".png")
+        with tempfile.TemporaryDirectory() as tmp:
+            full = Path(tmp) / "fig.html"
+            fig.write_html(full, include_plotlyjs=True)
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                            f"--user-data-dir={tmp}/profile", "--window-size=1000,560", "--virtual-time-budget=4000",
+                            f"--screenshot={png}", full.as_uri()], capture_output=True, timeout=120)
+        if png.is_file():
+            return f"![{name}](figures/{png.name}) ([interactive]({html.relative_to(docs)}))"
+    return f"[{name} (interactive)]({html.relative_to(docs)})"
+
+
+def analyse(dataset: str, dirs: dict[str, Path], docs: Path) -> tuple[list[dict], list[str]]:
+    rows, sections = [], []
+    suffix = f"_{dataset}"
+
+    # F1 + F4: kd_types (variants x weak/strong, baselines per seed)
+    kd = with_baseline(load_trials(dirs["kd_types"]))
+    steps = sorted(s for s in kd["teacher_step"].unique() if s > 0)
+    weak, strong = steps[0], steps[-1]
+    agg = mean_std(kd, ["variant", "teacher_step"])
+    base = agg[agg["variant"] == "no_kd"].iloc[0]
+    normal_weak = agg[(agg["variant"] == "normal_kd") & (agg["teacher_step"] == weak)].iloc[0]
+    better = separated(normal_weak[f"{METRIC}_mean"], normal_weak[f"{METRIC}_std"], base[f"{METRIC}_mean"],
+                       base[f"{METRIC}_std"])
+    worse = separated(base[f"{METRIC}_mean"], base[f"{METRIC}_std"], normal_weak[f"{METRIC}_mean"],
+                      normal_weak[f"{METRIC}_std"])
+    rows.append({"finding": "1. KD makes the MLP more translation-robust", "dataset": dataset,
+                 "verdict": verdict(better, worse),
+                 "key numbers": f"normal KD (weak, step {weak}) {fmt(normal_weak[f'{METRIC}_mean'], normal_weak[f'{METRIC}_std'])}"
+                                f" vs no KD {fmt(base[f'{METRIC}_mean'], base[f'{METRIC}_std'])}"})
+    for step in (weak, strong):
+        ranked = agg[(agg["teacher_step"] == step) | (agg["variant"] == "no_kd")].sort_values(
+            f"{METRIC}_mean", ascending=False)
+        top, second = ranked.iloc[0], ranked.iloc[1]
+        is_t1 = top["variant"] == "type_1"
+        t1 = ranked[ranked["variant"] == "type_1"].iloc[0]
+        rows.append({"finding": f"4. Type 1 (FM only) is the most robust ({'weak' if step == weak else 'strong'} teacher)",
+                     "dataset": dataset,
+                     "verdict": verdict(is_t1 and separated(top[f"{METRIC}_mean"], top[f"{METRIC}_std"],
+                                                            second[f"{METRIC}_mean"], second[f"{METRIC}_std"]),
+                                        not is_t1 and separated(top[f"{METRIC}_mean"], top[f"{METRIC}_std"],
+                                                                t1[f"{METRIC}_mean"], t1[f"{METRIC}_std"])),
+                     "key numbers": f"best {top['variant']} {fmt(top[f'{METRIC}_mean'], top[f'{METRIC}_std'])}; "
+                                    f"type_1 {fmt(t1[f'{METRIC}_mean'], t1[f'{METRIC}_std'])}"})
+    fig = px.bar(agg.assign(teacher=agg["teacher_step"].map(lambda s: "none" if s == 0 else f"step {s}")),
+                 x="variant", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", color="teacher", barmode="group",
+                 title=f"{dataset}: translated test accuracy by KD type and teacher snapshot (mean ± std, 3 seeds)")
+    sections.append(f"### KD types ({dataset})\n\n{md_table(agg)}\n\n{save_figure(fig, 'kd_types' + suffix, docs)}\n")
+
+    # F2: snapshot sweep
+    sweep = with_baseline(load_trials(dirs["snapshot_sweep"]))
+    agg = mean_std(sweep, ["variant", "teacher_step"])
+    kd_rows = agg[agg["variant"] != "no_kd"].sort_values("teacher_step")
+    best = kd_rows.sort_values(f"{METRIC}_mean", ascending=False).iloc[0]
+    last = kd_rows.iloc[-1]
+    better = best["teacher_step"] < last["teacher_step"] and separated(
+        best[f"{METRIC}_mean"], best[f"{METRIC}_std"], last[f"{METRIC}_mean"], last[f"{METRIC}_std"])
+    rows.append({"finding": "2. An early teacher snapshot beats a late, strong one", "dataset": dataset,
+                 "verdict": verdict(better, best["teacher_step"] == last["teacher_step"]),
+                 "key numbers": f"best step {int(best['teacher_step'])} {fmt(best[f'{METRIC}_mean'], best[f'{METRIC}_std'])}"
+                                f" vs last step {int(last['teacher_step'])} {fmt(last[f'{METRIC}_mean'], last[f'{METRIC}_std'])}"})
+    fig = px.line(kd_rows, x="teacher_step", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", markers=True, log_x=True,
+                  title=f"{dataset}: translated test accuracy vs teacher snapshot step (normal KD, mean ± std)")
+    base = agg[agg["variant"] == "no_kd"]
+    if not base.empty:
+        fig.add_hline(y=float(base[f"{METRIC}_mean"].iloc[0]), line_dash="dot", annotation_text="no KD")
+    sections.append(f"### Snapshot sweep ({dataset})\n\n{md_table(agg)}\n\n{save_figure(fig, 'snapshot_sweep' + suffix, docs)}\n")
+
+    # F3: label smoothing (CNN_2 -> MLP_2)
+    ls = with_baseline(load_trials(dirs["label_smoothing"]))
+    agg = mean_std(ls, ["variant", "teacher_step", "teacher_label_smoothing"])
+    kd_rows = agg[agg["variant"] != "no_kd"]
+    w = kd_rows[(kd_rows["teacher_step"] == kd_rows["teacher_step"].min()) & (kd_rows["teacher_label_smoothing"] == 0)].iloc[0]
+    s = kd_rows[(kd_rows["teacher_step"] == kd_rows["teacher_step"].max()) & (kd_rows["teacher_label_smoothing"] > 0)].iloc[0]
+    rows.append({"finding": "3. A weak teacher beats a strong one even with label smoothing", "dataset": dataset,
+                 "verdict": verdict(separated(w[f"{METRIC}_mean"], w[f"{METRIC}_std"], s[f"{METRIC}_mean"], s[f"{METRIC}_std"]),
+                                    separated(s[f"{METRIC}_mean"], s[f"{METRIC}_std"], w[f"{METRIC}_mean"], w[f"{METRIC}_std"])),
+                 "key numbers": f"weak (step {int(w['teacher_step'])}) {fmt(w[f'{METRIC}_mean'], w[f'{METRIC}_std'])} vs "
+                                f"strong+LS (step {int(s['teacher_step'])}) {fmt(s[f'{METRIC}_mean'], s[f'{METRIC}_std'])}"})
+    fig = px.bar(agg.assign(setting=agg.apply(lambda r: "no KD" if r["variant"] == "no_kd" else
+                                              f"step {int(r['teacher_step'])}, LS {r['teacher_label_smoothing']:g}", axis=1)),
+                 x="setting", y=f"{METRIC}_mean", error_y=f"{METRIC}_std",
+                 title=f"{dataset}: CNN_2 -> MLP_2, weak vs strong teacher with/without label smoothing")
+    sections.append(f"### Label smoothing ({dataset})\n\n{md_table(agg)}\n\n{save_figure(fig, 'label_smoothing' + suffix, docs)}\n")
+
+    # F5: alpha sweep
+    al = load_trials(dirs["alpha_sweep"])
+    al = al[~al["baseline"]]
+    agg = mean_std(al, ["alpha"]).sort_values("alpha")
+    rho = agg["alpha"].corr(agg[f"{METRIC}_mean"], method="spearman")
+    lo, hi = agg.iloc[0], agg.iloc[-1]
+    rows.append({"finding": "5. Larger alpha gives a less robust student", "dataset": dataset,
+                 "verdict": verdict(rho <= -0.8 and separated(lo[f"{METRIC}_mean"], lo[f"{METRIC}_std"], hi[f"{METRIC}_mean"], hi[f"{METRIC}_std"]),
+                                    rho >= 0.8 and separated(hi[f"{METRIC}_mean"], hi[f"{METRIC}_std"], lo[f"{METRIC}_mean"], lo[f"{METRIC}_std"])),
+                 "key numbers": f"Spearman rho(alpha, translated) = {rho:.2f}; a={lo['alpha']:g} {fmt(lo[f'{METRIC}_mean'], lo[f'{METRIC}_std'])}"
+                                f" vs a={hi['alpha']:g} {fmt(hi[f'{METRIC}_mean'], hi[f'{METRIC}_std'])}"})
+    fig = px.line(agg, x="alpha", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", markers=True,
+                  title=f"{dataset}: translated test accuracy vs alpha (normal KD, weak teacher, mean ± std)")
+    sections.append(f"### Alpha sweep ({dataset})\n\n{md_table(agg)}\n\n{save_figure(fig, 'alpha_sweep' + suffix, docs)}\n")
+
+    # The full search: what it found beyond the poster
+    tpe = load_trials(dirs["leveled_kd"])
+    search = tpe[~tpe["baseline"]]
+    by_teachers = search.groupby("teachers")["val_translated_acc"].agg(["mean", "max", "count"]).reset_index()
+    top = search.sort_values("val_translated_acc", ascending=False).head(5)[
+        ["trial_id", "variant", "teachers", "teacher_step", "alpha", "temperature", "s_kl", "s_fm",
+         "val_translated_acc", "test_clean_acc", "test_translated_acc"]]
+    sections.append(f"### Full leveled-KD search ({dataset}, TPE, {len(search)} trials)\n\nTop 5 by validation "
+                    f"translated accuracy:\n\n{md_table(top)}\n\nBy teacher combination (validation translated "
+                    f"accuracy):\n\n{md_table(by_teachers)}\n")
+    return rows, sections
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small budget: under 30 minutes on 2 CPU cores")
+    p.add_argument("--datasets", nargs="+", default=["mnist"])
+    p.add_argument("--teacher-steps", type=int, default=None, help="override the budget's teacher steps")
+    p.add_argument("--tpe-trials", type=int, default=12)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--output-dir", default="runs")
+    p.add_argument("--docs", default="docs", help="where RESULTS.md and figures/ go")
+    args = p.parse_args()
+    args.budget_name = "quick" if args.quick else "full"
+    budget = dict(BUDGETS[args.budget_name])
+    if args.teacher_steps:
+        budget["teacher_steps"] = args.teacher_steps
+        args.budget_name += f"-{args.teacher_steps}"
+    docs = Path(args.docs)
+    started = time.time()
+    verdicts, sections, walls = [], [], {}
+    for dataset in args.datasets:
+        dirs = {}
+        for space in FINDING_SPACES:
+            dirs[space], walls[f"{space}/{dataset}"] = run_space(space, dataset, budget, args)
+        rows, secs = analyse(dataset, dirs, docs)
+        verdicts += rows
+        sections += secs
+    total = time.time() - started
+    command = "python scripts/reproduce.py" + (" --quick" if args.quick else "") + \
+        (f" --datasets {' '.join(args.datasets)}" if args.datasets != ["mnist"] else "") + \
+        (f" --teacher-steps {args.teacher_steps}" if args.teacher_steps else "")
+    table = pd.DataFrame(verdicts)
+    print(table.to_string(index=False))
+    (docs / "results.json").write_text(json.dumps({"budget": budget, "verdicts": verdicts, "study_seconds": walls,
+                                                   "command": command}, indent=2))
+    (docs / "RESULTS.generated.md").write_text(
+        f"<!-- generated by: {command} -->\n\n## Verdicts\n\n{md_table(table)}\n\n"
+        f"Budget: {json.dumps(budget)}; study wall times (s): {json.dumps({k: round(v) for k, v in walls.items()})}; "
+        f"this invocation: {total:.0f}s.\n\n" + "\n".join(sections))
+    print(f"wrote {docs / 'RESULTS.generated.md'} and {docs / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
