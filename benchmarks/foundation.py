@@ -1,5 +1,6 @@
-"""Foundation evidence on real data: teacher snapshot accuracy, MLP_1 with and without KD,
-and the cost of one student epoch with the teacher cache vs without KD.
+"""Foundation evidence on real data: teacher snapshot accuracy, MLP_1 with and without KD
+(epoch times are those of the two runs; benchmarks/epoch_time.py measures the cache's cost
+with alternating epochs, robust to other load on the machine).
 
     python benchmarks/foundation.py --data-root data --output-dir runs [--epochs 5] [--json out.json]
 

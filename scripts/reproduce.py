@@ -1,7 +1,7 @@
 """Re-run the seed poster's findings with the study's named spaces and write docs/RESULTS.md.
 
     python scripts/reproduce.py --quick             # MNIST, small budget, under 30 minutes on 2 CPU cores
-    python scripts/reproduce.py                     # the budget docs/RESULTS.md reports (about 2 hours here)
+    python scripts/reproduce.py                     # the budget docs/RESULTS.md reports
     python scripts/reproduce.py --datasets mnist fashion_mnist --teacher-steps 25000   # the poster's scale
 
 Every number comes from ``run_study.py`` studies (3 seeds per configuration, a no-KD
@@ -29,7 +29,7 @@ METRIC = "test_translated_acc"
 
 BUDGETS = {
     "quick": dict(teacher_steps=1000, train_subset=2000, max_epochs=2, val_images=500, test_images=1000),
-    "full": dict(teacher_steps=5000, train_subset=10000, max_epochs=3, val_images=1000, test_images=2000),
+    "full": dict(teacher_steps=2500, train_subset=10000, max_epochs=3, val_images=1000, test_images=2000),
 }
 FINDING_SPACES = ["kd_types", "snapshot_sweep", "label_smoothing", "alpha_sweep", "leveled_kd"]
 

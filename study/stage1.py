@@ -38,11 +38,28 @@ def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root
     data_ref = ray.put(data)
     pending = {task.remote(spec, data_ref, str(bank_root), max_steps, list(cache_steps), indices, eval_images,
                            device): spec for spec in specs}
-    manifests = {}
+    manifests: dict[TeacherSpec, dict] = {}
+    reported = {spec: set(TeacherBank(bank_root, spec).steps()) for spec in specs}
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        spec = pending.pop(done[0])
-        manifests[spec] = ray.get(done[0])
-        steps = sorted(map(int, manifests[spec]["snapshots"]))
-        progress(f"teacher {spec.key}: {len(steps)} snapshots (up to step {steps[-1]}) ready")
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+        for spec in pending.values():  # the tasks write their manifests as they go: show new snapshots
+            _report_new_snapshots(TeacherBank(bank_root, spec), reported[spec], max_steps, progress)
+        for ref in done:
+            spec = pending.pop(ref)
+            manifests[spec] = ray.get(ref)
+            steps = sorted(map(int, manifests[spec]["snapshots"]))
+            progress(f"teacher {spec.key}: {len(steps)} snapshots (up to step {steps[-1]}) ready")
     return manifests
+
+
+def _report_new_snapshots(bank: TeacherBank, reported: set[int], max_steps: int,
+                          progress: Callable[[str], None]) -> None:
+    try:
+        snapshots = bank.manifest()["snapshots"]
+    except Exception:  # being written right now: next time
+        return
+    for step in sorted(int(s) for s in snapshots if int(s) not in reported):
+        record = snapshots[str(step)]
+        progress(f"teacher {bank.spec.key} step {step}/{max_steps}: clean {record['clean_acc']:.4f} "
+                 f"translated {record['translated_acc']:.4f}")
+        reported.add(step)

@@ -10,6 +10,7 @@ duplicates them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +20,9 @@ from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "leveled_kd.kind"
-MAX_BATCH = 900  # MLflow's log_batch limit is 1000 entities
+MAX_BATCH = 900
+#: Opens the experiment in the MLflow UI's model-training view (runs table, charts), not the GenAI one.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # MLflow's log_batch limit is 1000 entities
 
 
 class TrackingError(ConnectionError):
@@ -64,11 +67,13 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         _check_reachable(tracking_uri)
+        for noisy in ("mlflow", "alembic"):  # schema-creation INFO lines on a new store
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri)
         try:
             experiment = self.client.get_experiment_by_name(experiment_name)
             self.experiment_id = (experiment.experiment_id if experiment is not None
-                                  else self.client.create_experiment(experiment_name))
+                                  else self.client.create_experiment(experiment_name, tags=EXPERIMENT_TAGS))
         except Exception as error:  # MlflowException, requests' ConnectionError, sqlite errors...
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise TrackingError(f"cannot use the MLflow tracking store {tracking_uri}: {first[:200]}") from None
