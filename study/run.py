@@ -120,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     tracker = Tracker(study.tracking_uri, study.name)  # fails fast and cleanly when unreachable
     study.dir.mkdir(parents=True, exist_ok=True)
+    init_ray(args.address, args.num_cpus, args.verbose)
+    if args.address:  # a multi-node cluster: trials and teacher tasks write where every node must read
+        from .cluster_config import check_shared_storage
+
+        check_shared_storage({"--output-dir": study.dir,
+                              "the teacher banks (--bank-dir / $LEVELED_KD_BANK)": study.bank_root})
     parent_id = tracker.study_run(study.name, {k: v for k, v in plan.items() if k != "description"})
     state = {"plan": plan, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
              "status": "running", "started": started}
@@ -127,21 +133,24 @@ def run(args: argparse.Namespace) -> int:
     say(f"study {study.name}: {study.planned} trials ({study.search_trials} search + {len(study.baselines)} "
         f"no-KD baseline) · MLflow {study.tracking_uri} · experiment {study.name!r}")
 
-    init_ray(args.address, args.num_cpus, args.verbose)
     from .stage2 import run_search
 
     data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
     split = train_val_split(data, study.train_subset, seed=args.seed)
     caches = build_teachers(study, data, split, tracker, parent_id)
+    teachers_done = time.time()
     outcome = run_search(study, data, caches, tracker, parent_id)
-    state.update(status=outcome["status"], wall_seconds=time.time() - started, summary=outcome.get("summary"))
+    timings = {"teachers_seconds": round(teachers_done - started), "trials_seconds": round(time.time() - teachers_done)}
+    state.update(status=outcome["status"], wall_seconds=time.time() - started, summary=outcome.get("summary"),
+                 **timings)
     study.state_file.write_text(json.dumps(state, indent=2, default=str))
     if outcome["status"] != "finished":
         say(f"study {study.name} stopped with {outcome['finished']}/{study.planned} trials finished; "
             f"everything logged so far is kept. Continue with: python run_study.py --space {args.space} "
             f"--study-name {study.name} --output-dir {args.output_dir} --resume")
         return 130 if outcome["status"] == "interrupted" else 1
-    say(f"done in {time.time() - started:.0f}s · reports in {study.dir / 'reports'} · "
+    say(f"done in {time.time() - started:.0f}s (teachers {timings['teachers_seconds']}s, trials "
+        f"{timings['trials_seconds']}s) · reports in {study.dir / 'reports'} · "
         f"browse: mlflow ui --backend-store-uri {study.tracking_uri}")
     return 0
 
@@ -154,8 +163,12 @@ def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) 
     args = study.args
     specs = study.space.teacher_specs(args.dataset)
     steps = study.space.teacher_steps_used()
+    # on a cluster, trials that want GPUs mean teachers should get one too, even if the (autoscaling)
+    # cluster has no GPU node up yet; otherwise: a GPU when the cluster has one
+    gpus = 1 if args.address and args.gpus_per_trial > 0 else None
     manifests = build_teacher_banks(specs, data, study.bank_root, args.teacher_steps, steps, split.train,
-                                    args.teacher_eval_images, cpus_per_teacher=args.cpus_per_trial, progress=say)
+                                    args.teacher_eval_images, cpus_per_teacher=args.cpus_per_trial,
+                                    gpus_per_teacher=gpus, progress=say)
     caches = {}
     for spec, manifest in manifests.items():
         tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,

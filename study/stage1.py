@@ -28,12 +28,17 @@ def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: i
 
 def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root: Path, max_steps: int,
                         cache_steps: Sequence[int], indices: torch.Tensor, eval_images: int, device: str = "auto",
-                        cpus_per_teacher: float = 1.0,
+                        cpus_per_teacher: float = 1.0, gpus_per_teacher: int | None = None,
                         progress: Callable[[str], None] = print) -> dict[TeacherSpec, dict]:
-    """Run one Ray task per teacher; returns each bank's manifest."""
+    """Run one Ray task per teacher; returns each bank's manifest.
+
+    ``gpus_per_teacher``: None = one GPU when the cluster has GPUs now. An autoscaling cluster
+    may have none yet (GPU workers still booting, or min_workers 0): pass 1 to wait for one.
+    """
     if not specs:
         return {}
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = gpus_per_teacher if gpus_per_teacher is not None else \
+        1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=cpus_per_teacher, num_gpus=gpus, max_retries=2)(_build_bank)
     data_ref = ray.put(data)
     pending = {task.remote(spec, data_ref, str(bank_root), max_steps, list(cache_steps), indices, eval_images,

@@ -170,6 +170,11 @@ class MLflowTrialLogger(tune.Callback):
         self.tracker.set_tags(run_id, {"state": "failed"})
         self.tracker.finish(run_id, "FAILED")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        # the trial failed (e.g. its node was lost) and Tune retries it from its last checkpoint
+        # (FailureConfig max_failures): same run, state back to running when it restarts
+        self.tracker.set_tags(self._run(trial), {"state": "retrying", "retries": trial.num_failures})
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "runs": {}}
 
@@ -202,6 +207,9 @@ class StudyProgress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._line(trials, f"{trial.trial_id} failed")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._line(trials, f"{trial.trial_id} lost (failure {trial.num_failures}); retrying from its last checkpoint")
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "console"}

@@ -73,6 +73,12 @@ def mnist_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bank_dir(tmp_path_factory) -> Path:
+    """Teacher banks shared by every end-to-end study of the session (the tiny teacher trains once)."""
+    return tmp_path_factory.mktemp("teachers")
+
+
+@pytest.fixture(scope="session")
 def mnist(mnist_root):
     from study.data import load_dataset
 

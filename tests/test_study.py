@@ -5,47 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
+from helpers import ROOT, free_port, run_study, runs_of, study_args, wait_until_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 TRIAL_PARAMS = {"alpha", "temperature", "s_kl", "s_fm", "teachers", "teacher_0", "teacher_0_step", "student",
                 "dataset", "seed", "variant"}
-
-
-@pytest.fixture(scope="session")
-def bank_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("teachers")
-
-
-def study_args(mnist_root, bank_dir, out, *extra):
-    return [sys.executable, "run_study.py", "--data-root", str(mnist_root), "--no-download", "--output-dir", str(out),
-            "--bank-dir", str(bank_dir), "--set", "teachers=cnn_1", "--teacher-steps", "100",
-            "--teacher-eval-images", "50", "--train-subset", "300", "--val-images", "100", "--test-images", "200",
-            "--num-cpus", "2", "--quiet", *extra]
-
-
-def run_study(*args, timeout=600):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def runs_of(tracking_uri, experiment):
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    by_kind = {}
-    for run in runs:
-        by_kind.setdefault(run.data.tags.get("leveled_kd.kind"), []).append(run)
-    return client, by_kind
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +98,6 @@ def test_interrupted_study_resumes_without_duplicates(mnist_root, bank_dir, tmp_
     assert all(t.data.tags["state"] == "completed" for t in trials)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
@@ -142,16 +107,7 @@ def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        import requests
-
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if requests.get(uri + "/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
+        if not wait_until_healthy(uri, timeout=90):
             pytest.fail("mlflow server did not start")
         result = run_study(*study_args(mnist_root, bank_dir, tmp_path / "out", "--num-samples", "1", "--max-epochs",
                                        "1", "--tracking-uri", uri, "--keep-best", "1"))
