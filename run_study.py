@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--no-baseline", action="store_true", help="skip the no-KD baseline trial(s)")
     budget.add_argument("--no-asha", action="store_true", help="no early stopping")
     run = p.add_argument_group("where and how")
-    run.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster); default: local")
+    run.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                     help="Ray cluster address ('auto' on a cluster); default: $RAY_ADDRESS, else a new local instance")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     run.add_argument("--cpus-per-trial", type=float, default=1.0)
     run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")

@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+sys.path.insert(0, str(ROOT))
+
+from study.run import ray_tmpdir  # noqa: E402
 
 MNIST_FILES = {"train-images-idx3-ubyte": "train", "train-labels-idx1-ubyte": "train",
                "t10k-images-idx3-ubyte": "test", "t10k-labels-idx1-ubyte": "test"}
@@ -76,6 +79,7 @@ def search_span(tune_dir: Path) -> dict:
 def run_on_cluster(args, nodes: int, data_root: Path, bank: Path, work: Path) -> dict:
     from ray.cluster_utils import Cluster
 
+    ray_tmpdir()
     temp_dir = tempfile.mkdtemp(prefix="lkd-bench-", dir="/tmp")
     cluster = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=1, node_ip_address="127.0.0.1", include_dashboard=False, temp_dir=temp_dir))

@@ -9,37 +9,25 @@ Prints a table and writes JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import mnist_with_teacher_outputs, student_benchmark_parser
 
-from study.data import load_dataset, train_val_split  # noqa: E402
-from study.distillation import RunSpec, TeacherRef, build_trainer  # noqa: E402
-from study.teachers import TeacherBank, TeacherSpec, teacher_bank_root  # noqa: E402
+from study.distillation import RunSpec, TeacherRef, build_trainer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--output-dir", default="runs")
-    p.add_argument("--teacher-step", type=int, default=2500)
-    p.add_argument("--student", default="mlp_1")
+    p = student_benchmark_parser(__doc__, "benchmarks/results/epoch_time.json")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--json", default="benchmarks/results/epoch_time.json")
+    p.add_argument("--device", default="cpu", help="cpu (the figure the README quotes), cuda or auto")
     args = p.parse_args()
 
-    data = load_dataset("mnist", args.data_root, download=False)
-    split = train_val_split(data)
-    bank = TeacherBank(teacher_bank_root(args.output_dir), TeacherSpec("mnist", "cnn_1"))
-    bank.ensure(data, args.teacher_step)
-    outputs = [bank.outputs(args.teacher_step, data, split.train)]
+    data, split, outputs = mnist_with_teacher_outputs(args)
     runs = {
         "no KD": (RunSpec(student=args.student, epochs=10**6), []),
         "normal KD (cached CNN_1 outputs)": (
@@ -49,7 +37,7 @@ def main() -> None:
             RunSpec(student=args.student, teachers=(TeacherRef("cnn_1", args.teacher_step),), s_kl=1.0, s_fm=1.0,
                     epochs=10**6), outputs),
     }
-    trainers = {name: build_trainer(spec, data, split, outs, device="cpu") for name, (spec, outs) in runs.items()}
+    trainers = {name: build_trainer(spec, data, split, outs, device=args.device) for name, (spec, outs) in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
@@ -58,8 +46,10 @@ def main() -> None:
             trainer.fit()
             times[name].append(time.perf_counter() - started)
     base = statistics.median(times["no KD"])
+    device = next(iter(trainers.values())).device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"{'run':<36} {'median epoch s':>14} {'vs no KD':>9}   ({len(split.train)} images, batch 128, "
-          f"{torch.get_num_threads()} threads, {args.rounds} alternating rounds)")
+          f"{where}, {args.rounds} alternating rounds)")
     rows = []
     for name, values in times.items():
         med = statistics.median(values)
@@ -67,7 +57,7 @@ def main() -> None:
         print(f"{name:<36} {med:>14.2f} {med / base:>9.3f}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "threads": torch.get_num_threads(), "images": len(split.train),
+    out.write_text(json.dumps({"rows": rows, "device": where, "threads": torch.get_num_threads(), "images": len(split.train),
                                "student": args.student}, indent=2))
 
 

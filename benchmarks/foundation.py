@@ -73,6 +73,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "epoch_ratio": ratio, "teacher_eval_s": teacher_eval_s,
                                "threads": torch.get_num_threads(), "epochs": args.epochs,
+                               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU",
                                "kd_epoch_seconds": kd["epoch_seconds"], "no_kd_epoch_seconds": no_kd["epoch_seconds"]},
                               indent=2))
 

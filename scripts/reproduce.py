@@ -29,10 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC = "test_translated_acc"
 
 BUDGETS = {
-    "quick": dict(teacher_steps=500, train_subset=2000, max_epochs=2, val_images=500, test_images=1000),
-    "full": dict(teacher_steps=2500, train_subset=10000, max_epochs=3, val_images=1000, test_images=2000),
+    "quick": dict(teacher_steps=500, teacher_eval_images=100, train_subset=2000, max_epochs=2, val_images=500,
+                  test_images=1000),
+    "full": dict(teacher_steps=2500, teacher_eval_images=500, train_subset=10000, max_epochs=3, val_images=1000,
+                 test_images=2000),
 }
-FINDING_SPACES = ["kd_types", "snapshot_sweep", "label_smoothing", "alpha_sweep", "leveled_kd"]
+FINDING_SPACES = ["kd_types", "snapshot_sweep", "label_smoothing", "alpha_sweep", "teacher_combinations", "leveled_kd"]
 
 
 def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float]:
@@ -42,7 +44,7 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
            "--output-dir", args.output_dir, "--data-root", args.data_root, "--quiet",
            "--teacher-steps", str(budget["teacher_steps"]), "--train-subset", str(budget["train_subset"]),
            "--max-epochs", str(budget["max_epochs"]), "--val-images", str(budget["val_images"]),
-           "--test-images", str(budget["test_images"])]
+           "--test-images", str(budget["test_images"]), "--teacher-eval-images", str(budget["teacher_eval_images"])]
     if args.no_download:
         cmd.append("--no-download")
     if space == "leveled_kd":
@@ -59,14 +61,25 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
     return study_dir, time.time() - started
 
 
+SMALL_SHIFT = "test_acc_2px"  # a supplementary column: the verdicts use METRIC, declared before the runs
+
+
 def load_trials(study_dir: Path) -> pd.DataFrame:
     table = pd.read_csv(study_dir / "reports" / "trials.csv")
+    # mean test accuracy over the 8 shifts of 2 px, where an MLP is not yet at chance and effects show most
+    two_px = [c for c in table.columns if c.startswith("test_acc_shift/") and
+              max(abs(int(v)) for v in c.split("/")[1].replace("dx_", "").replace("dy_", "").split("_")) == 2]
+    if two_px:
+        table[SMALL_SHIFT] = table[two_px].mean(axis=1)
     return table[table["state"] == "completed"]
 
 
 def mean_std(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    agg = table.groupby(by, dropna=False)[[METRIC, "test_clean_acc"]].agg(["mean", "std", "count"])
+    columns = [METRIC, SMALL_SHIFT, "test_clean_acc"] if SMALL_SHIFT in table else [METRIC, "test_clean_acc"]
+    groups = table.groupby(by, dropna=False)
+    agg = groups[columns].agg(["mean", "std"])
     agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    agg["n"] = groups.size()
     return agg.reset_index()
 
 
@@ -84,11 +97,17 @@ def fmt(m: float, s: float) -> str:
     return f"{m:.4f} ± {0.0 if math.isnan(s) else s:.4f}"
 
 
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return str(value)
+
+
 def md_table(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |")
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -136,7 +155,7 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
                       normal_weak[f"{METRIC}_std"])
     rows.append({"finding": "1. KD makes the MLP more translation-robust", "dataset": dataset,
                  "verdict": verdict(better, worse),
-                 "key numbers": f"normal KD (weak, step {weak}) {fmt(normal_weak[f'{METRIC}_mean'], normal_weak[f'{METRIC}_std'])}"
+                 "key numbers": f"normal KD (weak, step {int(weak)}) {fmt(normal_weak[f'{METRIC}_mean'], normal_weak[f'{METRIC}_std'])}"
                                 f" vs no KD {fmt(base[f'{METRIC}_mean'], base[f'{METRIC}_std'])}"})
     for step in (weak, strong):
         ranked = agg[(agg["teacher_step"] == step) | (agg["variant"] == "no_kd")].sort_values(
@@ -150,8 +169,10 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
                                                             second[f"{METRIC}_mean"], second[f"{METRIC}_std"]),
                                         not is_t1 and separated(top[f"{METRIC}_mean"], top[f"{METRIC}_std"],
                                                                 t1[f"{METRIC}_mean"], t1[f"{METRIC}_std"])),
-                     "key numbers": f"best {top['variant']} {fmt(top[f'{METRIC}_mean'], top[f'{METRIC}_std'])}; "
-                                    f"type_1 {fmt(t1[f'{METRIC}_mean'], t1[f'{METRIC}_std'])}"})
+                     "key numbers": (f"type_1 (best) {fmt(top[f'{METRIC}_mean'], top[f'{METRIC}_std'])} vs runner-up "
+                                     f"{second['variant']} {fmt(second[f'{METRIC}_mean'], second[f'{METRIC}_std'])}")
+                     if is_t1 else (f"best {top['variant']} {fmt(top[f'{METRIC}_mean'], top[f'{METRIC}_std'])}; "
+                                    f"type_1 {fmt(t1[f'{METRIC}_mean'], t1[f'{METRIC}_std'])}")})
     fig = px.bar(agg.assign(teacher=agg["teacher_step"].map(lambda s: "none" if s == 0 else f"step {s}")),
                  x="variant", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", color="teacher", barmode="group",
                  title=f"{dataset}: translated test accuracy by KD type and teacher snapshot (mean ± std, 3 seeds)")
@@ -161,13 +182,14 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
     sweep = with_baseline(load_trials(dirs["snapshot_sweep"]))
     agg = mean_std(sweep, ["variant", "teacher_step"])
     kd_rows = agg[agg["variant"] != "no_kd"].sort_values("teacher_step")
-    best = kd_rows.sort_values(f"{METRIC}_mean", ascending=False).iloc[0]
     last = kd_rows.iloc[-1]
-    better = best["teacher_step"] < last["teacher_step"] and separated(
-        best[f"{METRIC}_mean"], best[f"{METRIC}_std"], last[f"{METRIC}_mean"], last[f"{METRIC}_std"])
+    # the best *earlier* snapshot against the last one, so that "the last is best" reads as a comparison too
+    best = kd_rows.iloc[:-1].sort_values(f"{METRIC}_mean", ascending=False).iloc[0]
+    better = separated(best[f"{METRIC}_mean"], best[f"{METRIC}_std"], last[f"{METRIC}_mean"], last[f"{METRIC}_std"])
+    worse = separated(last[f"{METRIC}_mean"], last[f"{METRIC}_std"], best[f"{METRIC}_mean"], best[f"{METRIC}_std"])
     rows.append({"finding": "2. An early teacher snapshot beats a late, strong one", "dataset": dataset,
-                 "verdict": verdict(better, best["teacher_step"] == last["teacher_step"]),
-                 "key numbers": f"best step {int(best['teacher_step'])} {fmt(best[f'{METRIC}_mean'], best[f'{METRIC}_std'])}"
+                 "verdict": verdict(better, worse),
+                 "key numbers": f"best earlier step {int(best['teacher_step'])} {fmt(best[f'{METRIC}_mean'], best[f'{METRIC}_std'])}"
                                 f" vs last step {int(last['teacher_step'])} {fmt(last[f'{METRIC}_mean'], last[f'{METRIC}_std'])}"})
     fig = px.line(kd_rows, x="teacher_step", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", markers=True, log_x=True,
                   title=f"{dataset}: translated test accuracy vs teacher snapshot step (normal KD, mean ± std)")
@@ -208,6 +230,22 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
                   title=f"{dataset}: translated test accuracy vs alpha (normal KD, weak teacher, mean ± std)")
     sections.append(f"### Alpha sweep ({dataset})\n\n{md_table(agg)}\n\n{save_figure(fig, 'alpha_sweep' + suffix, docs)}\n")
 
+    # F6 (beyond the poster, as in CiT): a convolution and an involution teacher together vs each alone
+    combos = with_baseline(load_trials(dirs["teacher_combinations"]))
+    combos.loc[combos["baseline"], "teachers"] = "none"
+    agg = mean_std(combos, ["teachers"]).sort_values(f"{METRIC}_mean", ascending=False)
+    both = agg[agg["teachers"].str.contains("+", regex=False)].iloc[0]
+    single = agg[~agg["teachers"].str.contains("+", regex=False) & (agg["teachers"] != "none")].iloc[0]
+    rows.append({"finding": "6. Two teachers (convolution + involution) beat the best single one", "dataset": dataset,
+                 "verdict": verdict(separated(both[f"{METRIC}_mean"], both[f"{METRIC}_std"], single[f"{METRIC}_mean"], single[f"{METRIC}_std"]),
+                                    separated(single[f"{METRIC}_mean"], single[f"{METRIC}_std"], both[f"{METRIC}_mean"], both[f"{METRIC}_std"])),
+                 "key numbers": f"{both['teachers']} {fmt(both[f'{METRIC}_mean'], both[f'{METRIC}_std'])} vs best single "
+                                f"{single['teachers']} {fmt(single[f'{METRIC}_mean'], single[f'{METRIC}_std'])}"})
+    fig = px.bar(agg, x="teachers", y=f"{METRIC}_mean", error_y=f"{METRIC}_std",
+                 title=f"{dataset}: translated test accuracy by teacher combination (normal KD, weak snapshots, mean ± std)")
+    sections.append(f"### Teacher combinations ({dataset})\n\n{md_table(agg)}\n\n"
+                    f"{save_figure(fig, 'teacher_combinations' + suffix, docs)}\n")
+
     # The full search: what it found beyond the poster
     tpe = load_trials(dirs["leveled_kd"])
     search = tpe[~tpe["baseline"]]
@@ -215,10 +253,32 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
     top = search.sort_values("val_translated_acc", ascending=False).head(5)[
         ["trial_id", "variant", "teachers", "teacher_step", "alpha", "temperature", "s_kl", "s_fm",
          "val_translated_acc", "test_clean_acc", "test_translated_acc"]]
-    sections.append(f"### Full leveled-KD search ({dataset}, TPE, {len(search)} trials)\n\nTop 5 by validation "
+    sections.append(f"### Full leveled-KD search ({dataset}, TPE, {len(search)} completed trials)\n\nTop 5 by validation "
                     f"translated accuracy:\n\n{md_table(top)}\n\nBy teacher combination (validation translated "
                     f"accuracy):\n\n{md_table(by_teachers)}\n")
     return rows, sections
+
+
+def write_index(results: Path) -> Path:
+    """docs/results/index.md: every result file's verdicts in one table, grouped by finding, with compute times."""
+    runs = [(path, json.loads(path.read_text())) for path in sorted(results.glob("*.json"))]
+    verdicts = pd.DataFrame([{**row, "budget": path.stem.split("-")[0], "tables": f"[{path.stem}]({path.stem}.md)"}
+                             for path, run in runs for row in run["verdicts"]])
+    if verdicts.empty:
+        return results / "index.md"
+    order = {finding: i for i, finding in enumerate(dict.fromkeys(verdicts["finding"]))}  # as analyse() lists them
+    verdicts = verdicts.assign(order=verdicts["finding"].map(order)).sort_values(["order", "dataset"], kind="stable")[
+        ["finding", "dataset", "budget", "verdict", "key numbers", "tables"]]
+    compute = pd.DataFrame([{"result file": f"[{path.stem}]({path.stem}.md)", "command": f"`{run['command']}`",
+                             "studies": len(run["study_seconds"]),
+                             "study wall time (min)": f"{sum(run['study_seconds'].values()) / 60:.1f}",
+                             "this invocation (min)": f"{run['invocation_seconds'] / 60:.1f}"} for path, run in runs])
+    total = sum(sum(run["study_seconds"].values()) for _, run in runs) / 3600
+    index = results / "index.md"
+    index.write_text("<!-- generated by scripts/reproduce.py from the JSON files beside it -->\n\n"
+                     f"# All verdicts\n\n{md_table(verdicts)}\n\n## Compute\n\n{md_table(compute)}\n\n"
+                     f"Total study wall time: {total:.2f} h (a reused study counts with its original wall time).\n")
+    return index
 
 
 def main() -> None:
@@ -262,7 +322,7 @@ def main() -> None:
         f"<!-- generated by: {command} -->\n\n## Verdicts\n\n{md_table(table)}\n\n"
         f"Budget: {json.dumps(budget)}; study wall times (s): {json.dumps({k: round(v) for k, v in walls.items()})}; "
         f"this invocation: {total:.0f}s.\n\n" + "\n".join(sections))
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+    print(f"wrote {stem.with_suffix('.md')}, {stem.with_suffix('.json')} and {write_index(stem.parent)}")
 
 
 if __name__ == "__main__":

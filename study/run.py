@@ -86,6 +86,18 @@ def print_plan(plan: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def ray_tmpdir() -> Path:
+    """Point Ray at a short temp directory this user owns (``RAY_TMPDIR``, unless already set) and create it.
+
+    Short, because Ray's socket paths must fit in 107 bytes; created up front with its ``ray/``
+    child, because Ray writes ``<RAY_TMPDIR>/ray/ray_current_cluster`` without creating the folder
+    when a cluster is started from Python (``ray.cluster_utils.Cluster``) on a fresh machine.
+    """
+    tmp = Path(os.environ.setdefault("RAY_TMPDIR", f"/tmp/lkd-ray-{os.getuid()}"))
+    (tmp / "ray").mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
 def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
     import logging
 
@@ -100,9 +112,9 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        tmp = os.environ.setdefault("RAY_TMPDIR", f"/tmp/lkd-ray-{os.getuid()}")
-        Path(tmp).mkdir(parents=True, exist_ok=True)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        ray_tmpdir()
+        # "local", not None: None would silently join any Ray instance already running on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -173,8 +173,10 @@ class Space:
             floats = [p.name for p in self.params.values() if p.choices is None]
             if floats:
                 raise SpaceError(f"space {self.name!r}: a grid needs choices, but {floats} are ranges")
-            if "teachers" in self.params:
-                raise SpaceError(f"space {self.name!r}: a grid needs fixed teachers")
+            if "teachers" in self.params and ({"teacher_step", "teacher_weight"} & set(self.params)):
+                # per-teacher steps/weights would give each teacher combination a different grid
+                raise SpaceError(f"space {self.name!r}: a grid over teachers needs a fixed teacher_step "
+                                 f"and teacher_weight")
         if "teachers" not in self.keys:
             raise SpaceError(f"space {self.name!r} must fix or search 'teachers'")
 
@@ -295,7 +297,7 @@ class Space:
         return constants
 
     def grid(self) -> dict[str, list]:
-        """The search space of Optuna's GridSampler (grid spaces have fixed teachers)."""
+        """The search space of Optuna's GridSampler (a grid over teachers has fixed steps and weights)."""
         grid = {}
         for name, param in self.params.items():
             if name == "teacher_step":

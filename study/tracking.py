@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "leveled_kd.kind"
-MAX_BATCH = 900
+MAX_BATCH = 900  # MLflow's log_batch limit is 1000 entities
 #: Opens the experiment in the MLflow UI's model-training view (runs table, charts), not the GenAI one.
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # MLflow's log_batch limit is 1000 entities
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class TrackingError(ConnectionError):
@@ -44,6 +45,29 @@ def _chunks(items: list, size: int = MAX_BATCH) -> Iterable[list]:
 
 def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+
+
+@contextmanager
+def sqlite_store_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise the first open of a SQLite store across processes.
+
+    Opening a new SQLite store runs MLflow's schema migrations; two studies started at once
+    into one output directory would otherwise race and one would fail half-way
+    ("Online migration expected to match one row"). Servers (http URIs) serialise themselves.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
@@ -69,11 +93,12 @@ class Tracker:
         _check_reachable(tracking_uri)
         for noisy in ("mlflow", "alembic"):  # schema-creation INFO lines on a new store
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri)
         try:
-            experiment = self.client.get_experiment_by_name(experiment_name)
-            self.experiment_id = (experiment.experiment_id if experiment is not None
-                                  else self.client.create_experiment(experiment_name, tags=EXPERIMENT_TAGS))
+            with sqlite_store_lock(tracking_uri):
+                self.client = MlflowClient(tracking_uri)
+                experiment = self.client.get_experiment_by_name(experiment_name)
+                self.experiment_id = (experiment.experiment_id if experiment is not None
+                                      else self.client.create_experiment(experiment_name, tags=EXPERIMENT_TAGS))
         except Exception as error:  # MlflowException, requests' ConnectionError, sqlite errors...
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise TrackingError(f"cannot use the MLflow tracking store {tracking_uri}: {first[:200]}") from None

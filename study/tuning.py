@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from rich.console import Console
 
 from .spaces import Space
-from .tracking import Tracker
+from .tracking import Tracker, sqlite_store_lock
 
 OBJECTIVE = "val_translated_acc"
 MULTI_OBJECTIVE = ["val_clean_acc", "val_translated_acc"]
@@ -113,7 +113,8 @@ def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=4)
     metric = MULTI_OBJECTIVE if multi_objective else OBJECTIVE
     mode = ["max", "max"] if multi_objective else "max"
-    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}})
+    with sqlite_store_lock(storage_url):  # a new store's tables are created once, not raced by two studies
+        storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}})
     inner = OptunaSearch(space=space.suggest, metric=metric, mode=mode, sampler=sampler, seed=seed,
                          storage=storage, study_name=study_name)
     return WithBaselines(inner, baselines)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from helpers import ROOT, free_port, run_study, runs_of, study_args
 
+from study.run import ray_tmpdir
 from study.cluster_config import (ClusterConfigError, SharedStorageError, check_paths_on_every_node,
                                   check_shared_storage, validate_cluster_config)
 
@@ -148,6 +149,10 @@ def local_cluster():
     from ray.cluster_utils import Cluster
 
     temp_dir = tempfile.mkdtemp(prefix="lkd-cluster-", dir="/tmp")  # short: Ray's socket paths must fit
+    # this cluster's address file goes to its own folder, not to the one local studies use
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp_dir
+    ray_tmpdir()
     # A lost node is declared dead after 3 missed 1-second health checks instead of Ray's default ~30 s.
     fast_failure_detection = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
                               "health_check_failure_threshold": 3}
@@ -161,6 +166,10 @@ def local_cluster():
     finally:
         cluster.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if previous is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def _write(root: Path, name: str, table: pd.DataFrame) -> Path:
 
 
 def _study_dirs(root: Path, kd_gain: float, fm_gain: float, early_gain: float, alpha_slope: float,
-                noise: float) -> dict[str, Path]:
+                combo_gain: float, noise: float) -> dict[str, Path]:
     base = {"variant": "no_kd", "teacher_step": 0, "baseline": True, "acc": 0.20}
     kd_types = [base] + [{"variant": v, "teacher_step": s, "acc": 0.20 + kd_gain + (fm_gain if v == "type_1" else 0)}
                          for v in ("normal_kd", "type_1", "type_2") for s in (50, 500)]
@@ -64,7 +64,11 @@ def _study_dirs(root: Path, kd_gain: float, fm_gain: float, early_gain: float, a
                            "acc": 0.20 + kd_gain + early_gain * (s < 500)} for s, ls in ((50, 0.0), (500, 0.0), (500, 0.1))]
     alphas = [{"variant": "normal_kd", "teacher_step": 50, "alpha": a, "acc": 0.25 + alpha_slope * a}
               for a in (0.1, 0.5, 0.9)]
+    combos = [{**base, "teachers": "none"}] + [
+        {"variant": "normal_kd", "teacher_step": 50, "teachers": t, "acc": 0.20 + kd_gain + gain}
+        for t, gain in (("cnn_1", 0.0), ("inn_1", -0.01), ("cnn_1+inn_1", combo_gain))]
     return {"kd_types": _write(root, "kd", _trials(kd_types, noise)),
+            "teacher_combinations": _write(root, "combos", _trials(combos, noise)),
             "snapshot_sweep": _write(root, "sweep", _trials(sweep, noise)),
             "label_smoothing": _write(root, "ls", _trials(smoothing, noise)),
             "alpha_sweep": _write(root, "alpha", _trials(alphas, noise)),
@@ -74,21 +78,35 @@ def _study_dirs(root: Path, kd_gain: float, fm_gain: float, early_gain: float, a
 def _verdicts(reproduce, monkeypatch, tmp_path, **effects) -> list[str]:
     monkeypatch.setattr(reproduce, "save_figure", lambda fig, name, docs: name)  # no Chromium in unit tests
     rows, sections = reproduce.analyse("mnist", _study_dirs(tmp_path, **effects), tmp_path, "quick")
-    assert len(sections) == 5
+    assert len(sections) == 6
     return [row["verdict"] for row in rows]
 
 
 def test_clear_effects_read_reproduced(reproduce, monkeypatch, tmp_path):
     assert _verdicts(reproduce, monkeypatch, tmp_path, kd_gain=0.05, fm_gain=0.03, early_gain=0.02,
-                     alpha_slope=-0.05, noise=0.002) == ["reproduced"] * 6
+                     alpha_slope=-0.05, combo_gain=0.02, noise=0.002) == ["reproduced"] * 7
 
 
 def test_opposite_effects_read_not_reproduced(reproduce, monkeypatch, tmp_path):
     assert _verdicts(reproduce, monkeypatch, tmp_path, kd_gain=-0.05, fm_gain=-0.03, early_gain=-0.02,
-                     alpha_slope=0.05, noise=0.002) == ["not reproduced"] * 6
+                     alpha_slope=0.05, combo_gain=-0.02, noise=0.002) == ["not reproduced"] * 7
 
 
 def test_effects_inside_the_noise_read_inconclusive(reproduce, monkeypatch, tmp_path):
     verdicts = _verdicts(reproduce, monkeypatch, tmp_path, kd_gain=0.001, fm_gain=0.001, early_gain=0.001,
-                         alpha_slope=-0.001, noise=0.01)
+                         alpha_slope=-0.001, combo_gain=0.001, noise=0.01)
     assert set(verdicts) == {"inconclusive"}, verdicts
+
+
+def test_index_gathers_every_result_file(reproduce, tmp_path):
+    for stem, dataset, verdict, seconds in (("full-mnist", "mnist", "reproduced", 3600),
+                                            ("quick-cifar10", "cifar10", "inconclusive", 1800)):
+        rows = [{"finding": "1. KD makes the MLP more translation-robust", "dataset": dataset, "verdict": verdict,
+                 "key numbers": "x"}]
+        (tmp_path / f"{stem}.json").write_text(reproduce.json.dumps(
+            {"verdicts": rows, "study_seconds": {"kd_types": seconds}, "invocation_seconds": seconds,
+             "command": "python scripts/reproduce.py"}))
+    text = reproduce.write_index(tmp_path).read_text()
+    assert "| 1. KD makes the MLP more translation-robust | cifar10 | quick | inconclusive | x |" in text
+    assert "| 1. KD makes the MLP more translation-robust | mnist | full | reproduced | x |" in text
+    assert "Total study wall time: 1.50 h" in text

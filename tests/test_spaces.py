@@ -9,7 +9,8 @@ from study.spaces import Space, SpaceError, list_spaces, load_space, run_spec, s
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-EXPECTED = {"leveled_kd", "snapshot_sweep", "kd_types", "alpha_sweep", "label_smoothing", "multi_teacher"}
+EXPECTED = {"leveled_kd", "snapshot_sweep", "kd_types", "alpha_sweep", "label_smoothing", "multi_teacher",
+            "teacher_combinations"}
 
 
 def test_named_spaces_are_listed_with_descriptions():
@@ -88,6 +89,8 @@ def test_overrides_fix_values_and_bad_ones_are_rejected():
     ({"params": {"alpha": {"choices": []}}, "fixed": {"teachers": "cnn_1"}}, "non-empty"),
     ({"sampler": "grid", "params": {"alpha": {"float": [0.0, 1.0]}}, "fixed": {"teachers": "cnn_1"}}, "grid needs"),
     ({"sampler": "cmaes", "fixed": {"teachers": "cnn_1"}}, "sampler"),
+    ({"sampler": "grid", "params": {"teachers": {"choices": ["cnn_1", "cnn_1+cnn_2"]},
+                                    "teacher_step": {"choices": [100, 500]}}}, "grid over teachers needs"),
     ({"fixed": {"alpha": 0.5}}, "teachers"),
 ])
 def test_bad_ranges_are_one_line_errors(raw, message):
