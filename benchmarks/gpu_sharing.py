@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # spawned workers impo
 from common import mnist_with_teacher_outputs, student_benchmark_parser  # noqa: E402
 
 from study.distillation import RunSpec, TeacherRef, build_trainer  # noqa: E402
+from study.trainer import select_device  # noqa: E402
 
 
 def _train(args: argparse.Namespace, seed: int, start, results) -> None:
@@ -77,7 +78,8 @@ def main() -> None:
     args = p.parse_args()
 
     data, split, _ = mnist_with_teacher_outputs(args)  # trained and cached once, read by every process
-    where = torch.cuda.get_device_name(0) if args.device != "cpu" and torch.cuda.is_available() else "CPU"
+    device = select_device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     rows = [run(args, n) for n in args.processes]
     single = rows[0]["student_epochs_per_hour"]
     print(f"{args.student} student, normal KD from cached CNN_1 outputs, {args.epochs} timed epochs per process, {where}")

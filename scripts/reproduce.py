@@ -26,6 +26,10 @@ import pandas as pd
 import plotly.express as px
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from study.data import shift_grid, shift_name  # noqa: E402
+
 METRIC = "test_translated_acc"
 
 BUDGETS = {
@@ -67,8 +71,7 @@ SMALL_SHIFT = "test_acc_2px"  # a supplementary column: the verdicts use METRIC,
 def load_trials(study_dir: Path) -> pd.DataFrame:
     table = pd.read_csv(study_dir / "reports" / "trials.csv")
     # mean test accuracy over the 8 shifts of 2 px, where an MLP is not yet at chance and effects show most
-    two_px = [c for c in table.columns if c.startswith("test_acc_shift/") and
-              max(abs(int(v)) for v in c.split("/")[1].replace("dx_", "").replace("dy_", "").split("_")) == 2]
+    two_px = [c for c in (f"test_acc_shift/{shift_name(s)}" for s in shift_grid([2])[1:]) if c in table.columns]
     if two_px:
         table[SMALL_SHIFT] = table[two_px].mean(axis=1)
     return table[table["state"] == "completed"]
@@ -95,6 +98,20 @@ def verdict(better: bool, worse: bool) -> str:
 
 def fmt(m: float, s: float) -> str:
     return f"{m:.4f} ± {0.0 if math.isnan(s) else s:.4f}"
+
+
+def beats(a: pd.Series, b: pd.Series) -> bool:
+    """Row a (of a mean_std table) is better than row b on METRIC beyond noise."""
+    return separated(a[f"{METRIC}_mean"], a[f"{METRIC}_std"], b[f"{METRIC}_mean"], b[f"{METRIC}_std"])
+
+
+def compare(claimed_better: pd.Series, other: pd.Series) -> str:
+    """The verdict on "claimed_better beats other"."""
+    return verdict(beats(claimed_better, other), beats(other, claimed_better))
+
+
+def score(row: pd.Series) -> str:
+    return fmt(row[f"{METRIC}_mean"], row[f"{METRIC}_std"])
 
 
 def _cell(value) -> str:
@@ -149,14 +166,9 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
     agg = mean_std(kd, ["variant", "teacher_step"])
     base = agg[agg["variant"] == "no_kd"].iloc[0]
     normal_weak = agg[(agg["variant"] == "normal_kd") & (agg["teacher_step"] == weak)].iloc[0]
-    better = separated(normal_weak[f"{METRIC}_mean"], normal_weak[f"{METRIC}_std"], base[f"{METRIC}_mean"],
-                       base[f"{METRIC}_std"])
-    worse = separated(base[f"{METRIC}_mean"], base[f"{METRIC}_std"], normal_weak[f"{METRIC}_mean"],
-                      normal_weak[f"{METRIC}_std"])
     rows.append({"finding": "1. KD makes the MLP more translation-robust", "dataset": dataset,
-                 "verdict": verdict(better, worse),
-                 "key numbers": f"normal KD (weak, step {int(weak)}) {fmt(normal_weak[f'{METRIC}_mean'], normal_weak[f'{METRIC}_std'])}"
-                                f" vs no KD {fmt(base[f'{METRIC}_mean'], base[f'{METRIC}_std'])}"})
+                 "verdict": compare(normal_weak, base),
+                 "key numbers": f"normal KD (weak, step {int(weak)}) {score(normal_weak)} vs no KD {score(base)}"})
     for step in (weak, strong):
         ranked = agg[(agg["teacher_step"] == step) | (agg["variant"] == "no_kd")].sort_values(
             f"{METRIC}_mean", ascending=False)
@@ -165,14 +177,9 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
         t1 = ranked[ranked["variant"] == "type_1"].iloc[0]
         rows.append({"finding": f"4. Type 1 (FM only) is the most robust ({'weak' if step == weak else 'strong'} teacher)",
                      "dataset": dataset,
-                     "verdict": verdict(is_t1 and separated(top[f"{METRIC}_mean"], top[f"{METRIC}_std"],
-                                                            second[f"{METRIC}_mean"], second[f"{METRIC}_std"]),
-                                        not is_t1 and separated(top[f"{METRIC}_mean"], top[f"{METRIC}_std"],
-                                                                t1[f"{METRIC}_mean"], t1[f"{METRIC}_std"])),
-                     "key numbers": (f"type_1 (best) {fmt(top[f'{METRIC}_mean'], top[f'{METRIC}_std'])} vs runner-up "
-                                     f"{second['variant']} {fmt(second[f'{METRIC}_mean'], second[f'{METRIC}_std'])}")
-                     if is_t1 else (f"best {top['variant']} {fmt(top[f'{METRIC}_mean'], top[f'{METRIC}_std'])}; "
-                                    f"type_1 {fmt(t1[f'{METRIC}_mean'], t1[f'{METRIC}_std'])}")})
+                     "verdict": verdict(is_t1 and beats(top, second), not is_t1 and beats(top, t1)),
+                     "key numbers": f"type_1 (best) {score(top)} vs runner-up {second['variant']} {score(second)}"
+                     if is_t1 else f"best {top['variant']} {score(top)}; type_1 {score(t1)}"})
     fig = px.bar(agg.assign(teacher=agg["teacher_step"].map(lambda s: "none" if s == 0 else f"step {s}")),
                  x="variant", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", color="teacher", barmode="group",
                  title=f"{dataset}: translated test accuracy by KD type and teacher snapshot (mean ± std, 3 seeds)")
@@ -185,12 +192,10 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
     last = kd_rows.iloc[-1]
     # the best *earlier* snapshot against the last one, so that "the last is best" reads as a comparison too
     best = kd_rows.iloc[:-1].sort_values(f"{METRIC}_mean", ascending=False).iloc[0]
-    better = separated(best[f"{METRIC}_mean"], best[f"{METRIC}_std"], last[f"{METRIC}_mean"], last[f"{METRIC}_std"])
-    worse = separated(last[f"{METRIC}_mean"], last[f"{METRIC}_std"], best[f"{METRIC}_mean"], best[f"{METRIC}_std"])
     rows.append({"finding": "2. An early teacher snapshot beats a late, strong one", "dataset": dataset,
-                 "verdict": verdict(better, worse),
-                 "key numbers": f"best earlier step {int(best['teacher_step'])} {fmt(best[f'{METRIC}_mean'], best[f'{METRIC}_std'])}"
-                                f" vs last step {int(last['teacher_step'])} {fmt(last[f'{METRIC}_mean'], last[f'{METRIC}_std'])}"})
+                 "verdict": compare(best, last),
+                 "key numbers": f"best earlier step {int(best['teacher_step'])} {score(best)}"
+                                f" vs last step {int(last['teacher_step'])} {score(last)}"})
     fig = px.line(kd_rows, x="teacher_step", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", markers=True, log_x=True,
                   title=f"{dataset}: translated test accuracy vs teacher snapshot step (normal KD, mean ± std)")
     base = agg[agg["variant"] == "no_kd"]
@@ -205,10 +210,9 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
     w = kd_rows[(kd_rows["teacher_step"] == kd_rows["teacher_step"].min()) & (kd_rows["teacher_label_smoothing"] == 0)].iloc[0]
     s = kd_rows[(kd_rows["teacher_step"] == kd_rows["teacher_step"].max()) & (kd_rows["teacher_label_smoothing"] > 0)].iloc[0]
     rows.append({"finding": "3. A weak teacher beats a strong one even with label smoothing", "dataset": dataset,
-                 "verdict": verdict(separated(w[f"{METRIC}_mean"], w[f"{METRIC}_std"], s[f"{METRIC}_mean"], s[f"{METRIC}_std"]),
-                                    separated(s[f"{METRIC}_mean"], s[f"{METRIC}_std"], w[f"{METRIC}_mean"], w[f"{METRIC}_std"])),
-                 "key numbers": f"weak (step {int(w['teacher_step'])}) {fmt(w[f'{METRIC}_mean'], w[f'{METRIC}_std'])} vs "
-                                f"strong+LS (step {int(s['teacher_step'])}) {fmt(s[f'{METRIC}_mean'], s[f'{METRIC}_std'])}"})
+                 "verdict": compare(w, s),
+                 "key numbers": f"weak (step {int(w['teacher_step'])}) {score(w)} vs "
+                                f"strong+LS (step {int(s['teacher_step'])}) {score(s)}"})
     fig = px.bar(agg.assign(setting=agg.apply(lambda r: "no KD" if r["variant"] == "no_kd" else
                                               f"step {int(r['teacher_step'])}, LS {r['teacher_label_smoothing']:g}", axis=1)),
                  x="setting", y=f"{METRIC}_mean", error_y=f"{METRIC}_std",
@@ -222,10 +226,9 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
     rho = agg["alpha"].corr(agg[f"{METRIC}_mean"], method="spearman")
     lo, hi = agg.iloc[0], agg.iloc[-1]
     rows.append({"finding": "5. Larger alpha gives a less robust student", "dataset": dataset,
-                 "verdict": verdict(rho <= -0.8 and separated(lo[f"{METRIC}_mean"], lo[f"{METRIC}_std"], hi[f"{METRIC}_mean"], hi[f"{METRIC}_std"]),
-                                    rho >= 0.8 and separated(hi[f"{METRIC}_mean"], hi[f"{METRIC}_std"], lo[f"{METRIC}_mean"], lo[f"{METRIC}_std"])),
-                 "key numbers": f"Spearman rho(alpha, translated) = {rho:.2f}; a={lo['alpha']:g} {fmt(lo[f'{METRIC}_mean'], lo[f'{METRIC}_std'])}"
-                                f" vs a={hi['alpha']:g} {fmt(hi[f'{METRIC}_mean'], hi[f'{METRIC}_std'])}"})
+                 "verdict": verdict(rho <= -0.8 and beats(lo, hi), rho >= 0.8 and beats(hi, lo)),
+                 "key numbers": f"Spearman rho(alpha, translated) = {rho:.2f}; a={lo['alpha']:g} {score(lo)}"
+                                f" vs a={hi['alpha']:g} {score(hi)}"})
     fig = px.line(agg, x="alpha", y=f"{METRIC}_mean", error_y=f"{METRIC}_std", markers=True,
                   title=f"{dataset}: translated test accuracy vs alpha (normal KD, weak teacher, mean ± std)")
     sections.append(f"### Alpha sweep ({dataset})\n\n{md_table(agg)}\n\n{save_figure(fig, 'alpha_sweep' + suffix, docs)}\n")
@@ -237,10 +240,8 @@ def analyse(dataset: str, dirs: dict[str, Path], docs: Path, budget_name: str) -
     both = agg[agg["teachers"].str.contains("+", regex=False)].iloc[0]
     single = agg[~agg["teachers"].str.contains("+", regex=False) & (agg["teachers"] != "none")].iloc[0]
     rows.append({"finding": "6. Two teachers (convolution + involution) beat the best single one", "dataset": dataset,
-                 "verdict": verdict(separated(both[f"{METRIC}_mean"], both[f"{METRIC}_std"], single[f"{METRIC}_mean"], single[f"{METRIC}_std"]),
-                                    separated(single[f"{METRIC}_mean"], single[f"{METRIC}_std"], both[f"{METRIC}_mean"], both[f"{METRIC}_std"])),
-                 "key numbers": f"{both['teachers']} {fmt(both[f'{METRIC}_mean'], both[f'{METRIC}_std'])} vs best single "
-                                f"{single['teachers']} {fmt(single[f'{METRIC}_mean'], single[f'{METRIC}_std'])}"})
+                 "verdict": compare(both, single),
+                 "key numbers": f"{both['teachers']} {score(both)} vs best single {single['teachers']} {score(single)}"})
     fig = px.bar(agg, x="teachers", y=f"{METRIC}_mean", error_y=f"{METRIC}_std",
                  title=f"{dataset}: translated test accuracy by teacher combination (normal KD, weak snapshots, mean ± std)")
     sections.append(f"### Teacher combinations ({dataset})\n\n{md_table(agg)}\n\n"

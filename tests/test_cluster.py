@@ -149,27 +149,23 @@ def local_cluster():
     from ray.cluster_utils import Cluster
 
     temp_dir = tempfile.mkdtemp(prefix="lkd-cluster-", dir="/tmp")  # short: Ray's socket paths must fit
-    # this cluster's address file goes to its own folder, not to the one local studies use
-    previous = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp_dir
-    ray_tmpdir()
     # A lost node is declared dead after 3 missed 1-second health checks instead of Ray's default ~30 s.
     fast_failure_detection = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
                               "health_check_failure_threshold": 3}
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, node_ip_address="127.0.0.1", include_dashboard=False, temp_dir=temp_dir,
-        _system_config=fast_failure_detection))
-    workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
-    cluster.wait_for_nodes()
-    try:
-        yield cluster, workers
-    finally:
-        cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        if previous is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = previous
+    with pytest.MonkeyPatch.context() as env:
+        # this cluster's address file goes to its own folder, not to the one local studies use
+        env.setenv("RAY_TMPDIR", temp_dir)
+        ray_tmpdir()
+        cluster = Cluster(initialize_head=True, head_node_args=dict(
+            num_cpus=0, node_ip_address="127.0.0.1", include_dashboard=False, temp_dir=temp_dir,
+            _system_config=fast_failure_detection))
+        workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+        cluster.wait_for_nodes()
+        try:
+            yield cluster, workers
+        finally:
+            cluster.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
