@@ -15,9 +15,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ... at" line per trial
 
 from study.cli import run_cli  # noqa: E402
 from study.data import DATASETS  # noqa: E402
+from study.errors import InputError, check_device  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_argument_group("budget (defaults finish in about 15 minutes on a 2-core CPU)")
     budget.add_argument("--num-samples", type=int, default=None,
                         help="search trials (default: the grid's size for grid spaces, 12 otherwise)")
-    budget.add_argument("--max-epochs", type=int, default=3, help="student epochs per trial")
+    budget.add_argument("--max-epochs", type=int, default=3, help="student epochs per trial (at most)")
+    budget.add_argument("--patience", type=int, default=2,
+                        help="stop a student after this many epochs without a gain in validation clean accuracy "
+                             "(0 = always train --max-epochs)")
     budget.add_argument("--train-subset", type=int, default=5000, help="student training images (0 = all)")
     budget.add_argument("--teacher-steps", type=int, default=500, help="train teacher banks up to this step")
     budget.add_argument("--teacher-eval-images", type=int, default=300, help="test images each snapshot is scored on")
@@ -50,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its checkpoint")
     run.add_argument("--device", default="auto", help="auto (CUDA when the trial has a GPU), cpu or cuda")
+    run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                     help="teachers, caches and students: auto = bf16 on CUDA and on CPUs with native bf16 "
+                          "(avx512_bf16 / amx_bf16), else fp32; fp32 forces full precision")
     run.add_argument("--data-root", default="data", help="torchvision data root (downloaded there if missing)")
     run.add_argument("--no-download", action="store_true")
     run.add_argument("--output-dir", default="runs")
@@ -58,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", default=None,
                      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///OUTPUT_DIR/mlflow.db)")
     run.add_argument("--optuna-storage", default=None, help="default: sqlite:///OUTPUT_DIR/optuna.db")
-    run.add_argument("--keep-best", type=int, default=3, help="log the best K students as MLflow artifacts")
+    run.add_argument("--keep-best", type=int, default=3, help="log the best K students as MLflow models (the best one registered)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     run.add_argument("--resume", action="store_true", help="continue an interrupted study (Tuner.restore)")
     run.add_argument("--quiet", action="store_true")
@@ -78,12 +86,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for flag in ("max_epochs", "teacher_steps", "teacher_eval_images"):
         if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
-    for flag in ("train_subset", "val_images", "test_images"):
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag in ("train_subset", "val_images", "test_images", "patience"):
         if getattr(args, flag) < 0:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0")
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
-        raise ValueError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        raise InputError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if args.max_failures < 0 or args.keep_best < 0:
+        raise InputError("--max-failures and --keep-best must be >= 0")
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise InputError("--num-cpus must be >= 1")
+    if not args.address:  # on a cluster the GPUs are on the workers: the driver cannot check them
+        check_device(args.device)
+    if args.device.startswith("cuda") and args.gpus_per_trial == 0:
+        raise InputError(f"--device {args.device} needs --gpus-per-trial > 0 (trials without a GPU see no CUDA device)")
+    # before Ray starts: its local workers (teacher tasks, trials) inherit the setting (study/runtime.py)
+    os.environ["LEVELED_KD_PRECISION"] = args.precision
     from study.run import run
 
     return run(args)

@@ -10,6 +10,7 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -19,13 +20,20 @@ import torch
 from common import mnist_with_teacher_outputs, student_benchmark_parser
 
 from study.distillation import RunSpec, TeacherRef, build_trainer
+from study.runtime import PRECISION_ENV
 
 
 def main() -> None:
     p = student_benchmark_parser(__doc__, "benchmarks/results/epoch_time.json")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu (the figure the README quotes), cuda or auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--step-mode", default="auto", choices=["auto", "eager", "graphs"], help="graphs: CUDA graphs")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
+    os.environ[PRECISION_ENV] = args.precision
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data, split, outputs = mnist_with_teacher_outputs(args)
     runs = {
@@ -38,6 +46,8 @@ def main() -> None:
                     epochs=10**6), outputs),
     }
     trainers = {name: build_trainer(spec, data, split, outs, device=args.device) for name, (spec, outs) in runs.items()}
+    for trainer in trainers.values():
+        trainer.config.step_mode = args.step_mode
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
@@ -57,7 +67,9 @@ def main() -> None:
         print(f"{name:<36} {med:>14.2f} {med / base:>9.3f}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "device": where, "threads": torch.get_num_threads(), "images": len(split.train),
+    out.write_text(json.dumps({"rows": rows, "device": where, "precision": next(iter(trainers.values())).precision,
+                               "step_mode": args.step_mode, "threads": torch.get_num_threads(),
+                               "images": len(split.train),
                                "student": args.student}, indent=2))
 
 

@@ -56,7 +56,7 @@ def involution_block(in_channels: int, out_channels: int, stride: int) -> nn.Seq
     )
 
 
-@register_model("inn_1")
+@register_model("inn_1", roles=("teacher",))
 class InvolutionNet(nn.Module):
     """Conv stem (32) + three involution stages (64/128/256, stride 2), GAP, linear head."""
 

@@ -20,22 +20,37 @@ class ModelOutput(NamedTuple):
 
 
 _MODELS: dict[str, type[nn.Module]] = {}
+_ROLES: dict[str, frozenset[str]] = {}
+ROLES = ("teacher", "student")
 
 
-def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: make ``build_model(name, ...)`` construct this class."""
+def register_model(name: str, roles: Sequence[str] = ROLES) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make ``build_model(name, ...)`` construct this class.
+
+    ``roles`` says what the model may be in a run (its configuration, not its name):
+    the CNN and involution teachers are teachers only; MLPs are students *and* teachers,
+    because an MLP teacher distilling into an MLP student is the control that tells an
+    inductive-bias transfer apart from generic KD.
+    """
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"model {name!r}: roles must be a non-empty subset of {ROLES}, got {list(roles)}")
 
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = cls
+        _ROLES[name] = frozenset(roles)
         return cls
 
     return decorate
 
 
-def model_names() -> list[str]:
-    return sorted(_MODELS)
+def model_names(role: str | None = None) -> list[str]:
+    """Registered models, or those that may take ``role`` (``teacher`` / ``student``)."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    return sorted(n for n in _MODELS if role is None or role in _ROLES[n])
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:

@@ -25,15 +25,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 #: Marker that the shipped cluster files use for values a user must replace before ``ray up``.
 PLACEHOLDER = "CHANGE-ME"
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(UserError, ValueError):
     """A cluster YAML that ``ray up`` would refuse; the message is one line."""
 
 
-class SharedStorageError(ValueError):
+class SharedStorageError(UserError, ValueError):
     """A path the study needs on every node is not on storage that every node shares."""
 
 

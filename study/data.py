@@ -17,6 +17,8 @@ from typing import Sequence
 
 import torch
 
+from .errors import UserError
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
 #: The 8 compass directions as unit (dx, dy); +dx is right, +dy is down.
@@ -27,7 +29,7 @@ DEFAULT_MAGNITUDES = (2, 4, 6, 8)
 Shift = tuple[int, int]
 
 
-class DataNotFoundError(RuntimeError):
+class DataNotFoundError(UserError, RuntimeError):
     """A dataset is neither on disk nor downloadable; the message says how to provide it."""
 
 

@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models import model_names
 
 from .cli import run_cli
 from .data import DATASETS, load_dataset, shift_grid, train_val_split
 from .distillation import RunSpec, TeacherRef, build_trainer, evaluate_split
+from .errors import InputError, check_device
+from .runtime import PRECISION_ENV
 from .teachers import TeacherBank, TeacherSpec, snapshot_steps, teacher_bank_root
+
+if TYPE_CHECKING:
+    from .tracking import Tracker
 
 
 def _csv(kind):
@@ -52,38 +60,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="stratified student training subset size")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="teacher training, caches and the student: auto = bf16 on CUDA and on CPUs with native "
+                        "bf16 (avx512_bf16 / amx_bf16), else fp32")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--save", metavar="DIR", default=None,
+                   help="write the trained student to DIR: student.pt (state dict), config.json and mlflow_model/ "
+                        "(self-contained; mlflow.pytorch.load_model('DIR/mlflow_model'))")
+    p.add_argument("--tracking-uri", default=None,
+                   help="log the run (params, test metrics, the student as an MLflow model) to this MLflow store, "
+                        "e.g. sqlite:///runs/mlflow.db or http://127.0.0.1:5000")
+    p.add_argument("--experiment", default="distill", help="MLflow experiment of --tracking-uri")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_device(args.device)
+    os.environ[PRECISION_ENV] = args.precision  # the default of every TrainConfig and bank below
+    if args.epochs < 1 or (args.train_subset is not None and args.train_subset < 1):
+        raise InputError("--epochs and --train-subset must be >= 1")
     teachers = [] if args.teacher in ([], ["none"]) else args.teacher
     if teachers and len(args.teacher_step) != len(teachers):
-        raise ValueError(f"give one --teacher-step per teacher ({len(teachers)}), got {args.teacher_step}")
+        raise InputError(f"give one --teacher-step per teacher ({len(teachers)}), got {args.teacher_step}")
     weights = args.teacher_weight or [1.0] * len(teachers)
     if len(weights) != len(teachers):
-        raise ValueError(f"give one --teacher-weight per teacher ({len(teachers)}), got {weights}")
+        raise InputError(f"give one --teacher-weight per teacher ({len(teachers)}), got {weights}")
     unknown = sorted(set(teachers) - set(model_names()))
     if unknown:
-        raise ValueError(f"unknown teacher {unknown[0]!r}; valid choices: none, {', '.join(model_names())}")
+        raise InputError(f"unknown teacher {unknown[0]!r}; valid choices: none, {', '.join(model_names())}")
     refs = tuple(TeacherRef(a, s, w) for a, s, w in zip(teachers, args.teacher_step, weights))
     spec = RunSpec(dataset=args.dataset, student=args.student, teachers=refs, alpha=args.alpha,
                    temperature=args.temperature, s_kl=args.s_kl, s_fm=args.s_fm,
                    label_smoothing=args.label_smoothing, teacher_label_smoothing=args.teacher_label_smoothing,
                    epochs=args.epochs, seed=args.seed, train_subset=args.train_subset)
+    try:
+        spec.loss_config  # the loss checks its own ranges (alpha in [0, 1], T > 0, scales >= 0)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    tracking = _tracker(args)  # before training: an unreachable tracking server fails in seconds
 
     started = time.perf_counter()
     data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
-    split = train_val_split(data, args.train_subset, seed=args.seed)
+    try:
+        split = train_val_split(data, args.train_subset, seed=args.seed)
+    except ValueError as error:
+        raise InputError(f"--train-subset {args.train_subset}: {error}") from None
     outputs = []
     if spec.uses_teachers:
         max_steps = args.teacher_steps or max(r.step for r in refs)
         root = teacher_bank_root(args.output_dir)
         for ref in refs:
             if ref.step not in snapshot_steps(max_steps):
-                raise ValueError(f"--teacher-step {ref.step} is not a snapshot step; valid: "
+                raise InputError(f"--teacher-step {ref.step} is not a snapshot step; valid: "
                                  f"{', '.join(map(str, snapshot_steps(max_steps)))}")
             bank = TeacherBank(root, TeacherSpec(args.dataset, ref.arch, 0, args.teacher_label_smoothing))
             bank.ensure(data, max_steps, device=args.device, progress=log)
@@ -113,13 +143,90 @@ def main(argv: list[str] | None = None) -> int:
         "epoch_seconds": epoch_times,
         "teacher_seconds": teacher_seconds,
         "device": str(trainer.device),
+        "precision": trainer.precision,
     }
+    report.update(_export_student(args, spec, trainer.model, data, report, result, tracking, log))
     if args.json:
         print(json.dumps(report))
     else:
         print(f"student {spec.student} ({spec.params()['variant']}, teachers: {spec.params()['teachers']}) "
               f"on {spec.dataset}: clean {result.clean_acc:.4f}  translated {result.translated_acc:.4f}")
     return 0
+
+
+@dataclass(frozen=True)
+class _Tracking:
+    """``--tracking-uri``: the experiment's tracker, opened before training, and when the run began."""
+
+    tracker: Tracker
+    started: float  # epoch seconds: the MLflow run's start time
+
+
+def _tracker(args: argparse.Namespace) -> _Tracking | None:
+    if not args.tracking_uri:
+        return None
+    from .tracking import Tracker
+
+    return _Tracking(Tracker(args.tracking_uri, args.experiment), time.time())
+
+
+def _export_student(args: argparse.Namespace, spec: RunSpec, model, data, report: dict, result,
+                    tracking: _Tracking | None, log) -> dict:
+    """``--save DIR`` and ``--tracking-uri``: the student in the same self-contained MLflow format as a
+    study's best trials (:mod:`study.mlflow_models`), so one loader serves both. Returns what to add
+    to the report (where the student went)."""
+    if not args.save and tracking is None:
+        return {}
+    from .mlflow_models import serving_module
+
+    module = serving_module(model, data)  # eval mode, CPU
+    metadata = {"run": spec.params(), "test_clean_acc": result.clean_acc,
+                "test_translated_acc": result.translated_acc}
+    added: dict = {}
+    if args.save:
+        added["saved"] = str(_save(Path(args.save).expanduser(), spec, module, data, metadata))
+        log(f"student saved to {added['saved']} (student.pt, config.json, mlflow_model/)")
+    if tracking is not None:
+        run_id, model_uri = _log_run(tracking, spec, module, data, report, result, metadata)
+        added.update(mlflow_run_id=run_id, mlflow_model_uri=model_uri)
+        log(f"logged to MLflow {args.tracking_uri}, experiment {args.experiment!r}: run {run_id} (model: {model_uri})")
+    return added
+
+
+def _save(folder: Path, spec: RunSpec, module, data, metadata: dict) -> Path:
+    """DIR/student.pt (the student's state dict), DIR/config.json, DIR/mlflow_model/."""
+    import torch
+
+    from .mlflow_models import model_metadata, save_student
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(module.model.state_dict(), folder / "student.pt")
+    config = {**spec.params(), **model_metadata(data), **{k: v for k, v in metadata.items() if k != "run"}}
+    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    save_student(folder / "mlflow_model", module, data, metadata)
+    return folder
+
+
+def _log_run(tracking: _Tracking, spec: RunSpec, module, data, report: dict, result,
+             metadata: dict) -> tuple[str, str]:
+    """One MLflow run like a trial's: the run's params, test metrics (every shift), epoch times, the model."""
+    from .mlflow_models import log_student
+    from .tracking import KIND_TAG
+
+    tracker = tracking.tracker
+    params = spec.params()
+    run = tracker.client.create_run(tracker.experiment_id, run_name=f"{spec.student} {params['variant']} "
+                                    f"{params['teachers']}", tags={KIND_TAG: "distill"},
+                                    start_time=int(tracking.started * 1000))
+    run_id = run.info.run_id
+    tracker.log_params(run_id, {**params, "device": report["device"], "precision": report.get("precision", "")})
+    tracker.log_metrics(run_id, {**result.metrics("test_"), "teacher_seconds": report["teacher_seconds"]},
+                        step=spec.epochs)
+    for epoch, seconds in enumerate(report["epoch_seconds"], start=1):
+        tracker.log_metrics(run_id, {"epoch_seconds": seconds}, step=epoch)
+    student = log_student(tracker.client, tracker.experiment_id, run_id, module, data, metadata=metadata)
+    tracker.finish(run_id)
+    return run_id, student.run_uri
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ cached outputs, so the training loop itself knows nothing about teachers.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -16,17 +17,18 @@ from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
 
 from .data import ImageData, Shift, Split
-from .evaluation import TranslationResult
+from .evaluation import TranslationResult, translation_accuracy
 from .trainer import Callback, TrainConfig, Trainer, seed_everything
 
 
 @dataclass(frozen=True)
 class TeacherRef:
-    """One teacher of a run: architecture, snapshot step and mixing weight."""
+    """One teacher of a run: architecture, snapshot step, mixing weight and the seed its bank was trained with."""
 
     arch: str
     step: int
     weight: float = 1.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class RunSpec:
             flat[f"teacher_{i}"] = t.arch
             flat[f"teacher_{i}_step"] = t.step
             flat[f"teacher_{i}_weight"] = t.weight
+        flat["teacher_seed"] = self.teachers[0].seed if self.teachers else "none"
         return flat
 
 
@@ -102,15 +105,50 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
     return Trainer(model, loss, tensors, config, callbacks)
 
 
-def evaluate_split(trainer: Trainer, data: ImageData, split: Split, which: str, shifts: Sequence[Shift],
-                   max_images: int | None = None) -> TranslationResult:
-    """Clean + translated accuracy on ``val`` (for selection) or ``test`` (for reporting only)."""
+def split_images(data: ImageData, split: Split, which: str, max_images: int | None = None) -> torch.Tensor:
+    """Which images an evaluation of ``which`` uses: rows of ``data.train_x`` (val) or ``data.test_x`` (test).
+
+    A fixed prefix, so every trial of a study (and every study with the same budget) is
+    evaluated on the same images, which is what makes paired comparisons possible.
+    """
     if which == "val":
-        x, y = data.train_x[split.val], data.train_y[split.val]
+        indices = split.val
     elif which == "test":
-        x, y = data.test_x, data.test_y
+        indices = torch.arange(len(data.test_y))
     else:
         raise ValueError(f"which must be 'val' or 'test', got {which!r}")
-    if max_images is not None:
-        x, y = x[:max_images], y[:max_images]
-    return trainer.evaluate(x, y, shifts, data.fill)
+    return indices[:max_images] if max_images is not None else indices
+
+
+def evaluate_split(trainer: Trainer, data: ImageData, split: Split, which: str, shifts: Sequence[Shift],
+                   max_images: int | None = None, keep_per_image: bool = False) -> TranslationResult:
+    """Clean + translated accuracy on ``val`` (for selection) or ``test`` (for reporting only)."""
+    indices = split_images(data, split, which, max_images)
+    x, y = (data.train_x, data.train_y) if which == "val" else (data.test_x, data.test_y)
+    return translation_accuracy(trainer.model, x[indices], y[indices], shifts, data.fill, device=trainer.device,
+                                keep_per_image=keep_per_image)
+
+
+@dataclass
+class Patience:
+    """Early stopping on a validation metric: stop after ``patience`` epochs without a gain of ``min_delta``.
+
+    Students are trained to convergence (the reproduction's budgets), not for a fixed
+    number of epochs: KD also speeds up learning, and a student compared while still
+    learning could look "more robust" only because it is further along. The state is
+    plain data, saved with every checkpoint, so a restored trial stops where it would have.
+    """
+
+    patience: int
+    min_delta: float = 1e-4
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record the metric of ``epoch``; True when training should stop."""
+        if value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return self.patience > 0 and self.bad_epochs >= self.patience

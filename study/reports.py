@@ -125,8 +125,47 @@ def write_figures(figures: dict[str, go.Figure], out_dir: Path) -> list[Path]:
     return paths
 
 
-def summary(table: pd.DataFrame) -> dict[str, Any]:
-    """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline."""
+#: Robustness metrics of the summary's paired gain (see study/evaluation.py for their definitions).
+GAIN_METRICS = ("translated", "small_shift", "translated_over_clean")
+
+
+def paired_gains(table: pd.DataFrame, predictions_dir: Path, n_boot: int = 10_000) -> dict[str, dict[str, Any]]:
+    """Gain of the validation-best trial over the no-KD baseline of the same student seed, on test,
+    paired image by image, with a 95% bootstrap CI (:mod:`study.stats`).
+
+    One student per arm: the interval covers test-image noise, not seed-to-seed variation (the
+    reproduction's grids measure that); an empty dict when the predictions are missing.
+    """
+    from .predictions import load_predictions
+    from .stats import paired_effect
+
+    best, base = best_trials(table, k=1), baseline_rows(table)
+    if best.empty or base.empty:
+        return {}
+    row = best.iloc[0]
+    files = {"best": predictions_dir / f"{row['trial_id']}.npz"}
+    files.update({f"base{int(b['seed'])}": predictions_dir / f"{b['trial_id']}.npz" for _, b in base.iterrows()})
+    if not all(path.is_file() for path in files.values()):
+        return {}
+    teacher_seed = int(row["teacher_seed"]) if pd.notna(row.get("teacher_seed")) else 0
+    arm_a = {(teacher_seed, int(row["seed"])): load_predictions(files["best"])["test"]}
+    arm_b = {(None, int(b["seed"])): load_predictions(files[f"base{int(b['seed'])}"])["test"]
+             for _, b in base.iterrows()}
+    gains = {}
+    for metric in GAIN_METRICS:
+        try:
+            effect = paired_effect(arm_a, arm_b, metric=metric, n_boot=n_boot)
+        except ValueError:  # no baseline of the best trial's seed, or other images
+            return {}
+        gains[metric] = {"estimate": effect.estimate, "ci_low": effect.ci_low, "ci_high": effect.ci_high,
+                         "p_value": effect.p_value, "mde": effect.mde, "n_images": effect.n_images,
+                         "text": effect.format()}
+    return gains
+
+
+def summary(table: pd.DataFrame, predictions_dir: Path | None = None) -> dict[str, Any]:
+    """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
+    (with paired confidence intervals when ``predictions_dir`` holds the trials' per-image results)."""
     best = best_trials(table, k=1)
     base = baseline_rows(table)
     out: dict[str, Any] = {"trials": int(len(table)),
@@ -145,6 +184,10 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
         for k in ("test_translated_acc", "test_clean_acc"):
             if k in out["best"] and k in out["baseline"]:
                 out[f"gain_{k}"] = out["best"][k] - out["baseline"][k]
+    if "best" in out and predictions_dir is not None:
+        gains = paired_gains(table, predictions_dir)
+        if gains:
+            out["paired_gain"] = gains
     return out
 
 
@@ -166,4 +209,12 @@ def format_summary(s: dict[str, Any]) -> str:
     if "gain_test_translated_acc" in s:
         lines.append(f"gain over no KD: translated {s['gain_test_translated_acc']:+.4f}, "
                      f"clean {s.get('gain_test_clean_acc', float('nan')):+.4f}")
+    if "paired_gain" in s:
+        n = next(iter(s["paired_gain"].values()))["n_images"]
+        lines.append(f"paired gain over the same-seed no-KD student on {n} test images (95% CI; image noise only, "
+                     f"one student each):")
+        names = {"translated": "translated (32 shifts)", "small_shift": "small shifts (2-4 px)",
+                 "translated_over_clean": "translated / clean"}
+        for metric, gain in s["paired_gain"].items():
+            lines.append(f"  {names.get(metric, metric):<24} {gain['text']}")
     return "\n".join(lines)

@@ -12,18 +12,21 @@ Layout of an output directory (default ``runs/``)::
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import time
 from dataclasses import asdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .data import load_dataset, train_val_split
 from .spaces import Space, load_space
 from .teachers import TeacherBank, teacher_bank_root
-from .tracking import Tracker, default_tracking_uri
+from .errors import InputError, UserError, check_reachable
+from .tracking import Tracker, browse_hint, default_tracking_uri, study_tags
 
 DEFAULT_SEARCH_TRIALS = 12
 
@@ -47,16 +50,26 @@ class Study:
         self.tracking_uri = args.tracking_uri or default_tracking_uri(self.output_dir)
         self.optuna_url = args.optuna_storage or f"sqlite:///{self.output_dir / 'optuna.db'}"
         grid = self.space.sampler == "grid"
-        self.search_trials = args.num_samples or (self.space.grid_size() if grid else DEFAULT_SEARCH_TRIALS)
+        self.search_trials = args.num_samples if args.num_samples is not None else \
+            self.space.grid_size() if grid else DEFAULT_SEARCH_TRIALS
         if grid and self.search_trials > self.space.grid_size():
-            raise ValueError(f"--num-samples {self.search_trials} exceeds the grid of {self.space.grid_size()} points")
+            raise InputError(f"--num-samples {self.search_trials} exceeds the grid of {self.space.grid_size()} points")
         if self.search_trials < 1:
-            raise ValueError("--num-samples must be >= 1")
+            raise InputError("--num-samples must be >= 1")
         self.baselines = [] if args.no_baseline else [self.space.baseline_config(s)
                                                       for s in self.space.baseline_seeds(args.seed)]
         self.planned = self.search_trials + len(self.baselines)
         self.train_subset = args.train_subset or None
         self.use_asha = self.space.scheduler == "asha" and not args.no_asha
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags on every run of this study (see :func:`study.tracking.study_tags`)."""
+        a = self.args
+        budget = {"train_subset": self.train_subset or "all", "max_epochs": a.max_epochs,
+                  "teacher_steps": a.teacher_steps, "planned_trials": self.planned,
+                  "val_images": a.val_images or "all", "test_images": a.test_images or "all",
+                  "patience": getattr(a, "patience", 0)}
+        return study_tags(self.name, self.space.name, a.dataset, budget)
 
     @property
     def state_file(self) -> Path:
@@ -98,6 +111,62 @@ def ray_tmpdir() -> Path:
     return tmp
 
 
+def check_ray_address(address: str | None) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address nobody answers on fails in seconds, in one
+    line, before ``ray.init`` retries for a minute and prints its own logs. ``auto`` (find the
+    cluster this machine belongs to) is left to Ray."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address {address!r}: use auto, HOST:PORT (the head's GCS port, 6379 by default) "
+                         f"or ray://HOST:PORT")
+    check_reachable(host.strip("[]"), int(port), "the Ray cluster at")
+
+
+def preflight(study: Study) -> tuple[Any, Any]:
+    """Everything a user can get wrong that is cheap to check, checked before a run is created in
+    MLflow or a study folder is written: the Ray address answers, the Optuna URL parses, the teacher
+    banks are readable, the data is there and the training subset fits it. Returns (data, split)."""
+    args = study.args
+    check_ray_address(args.address)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(study.optuna_url)
+    except ArgumentError:
+        raise InputError(f"--optuna-storage {study.optuna_url!r} is not a database URL "
+                         f"(e.g. sqlite:///runs/optuna.db)") from None
+    for spec in study.space.teacher_specs(args.dataset):
+        TeacherBank(study.bank_root, spec).steps()  # a corrupted or foreign manifest: SnapshotError now
+    data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
+    try:
+        split = train_val_split(data, study.train_subset, seed=args.seed)
+    except ValueError as error:
+        raise InputError(f"--train-subset {args.train_subset}: {error}") from None
+    return data, split
+
+
+@contextmanager
+def disk_errors_as_user_errors(study: Study) -> Iterator[None]:
+    """A full disk or a read-only output directory is the user's to fix: one line naming the path,
+    and how to continue (everything logged before the failure is kept)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        where = error.filename or study.dir
+        raise UserError(f"cannot write {where}: {error.strerror}; free space or fix permissions under "
+                        f"{study.output_dir}, then continue with --resume") from None
+    except Exception as error:  # SQLite stores (MLflow's, Optuna's) report a full disk as their own error
+        if "database or disk is full" not in str(error) and "No space left on device" not in str(error):
+            raise
+        raise UserError(f"the disk under {study.output_dir} is full ({type(error).__name__}); free space, "
+                        f"then continue with --resume") from None
+
+
 def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
     import logging
 
@@ -110,7 +179,12 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
     kwargs: dict[str, Any] = dict(logging_level=logging.INFO if verbose else logging.WARNING,
                                   log_to_driver=verbose, configure_logging=True)
     if address:
-        ray.init(address=address, **kwargs)
+        check_ray_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as error:  # e.g. --address auto with no cluster on this machine
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"cannot connect to the Ray cluster at {address}: {first}") from None
     else:
         ray_tmpdir()
         # "local", not None: None would silently join any Ray instance already running on this machine
@@ -124,13 +198,21 @@ def run(args: argparse.Namespace) -> int:
         print_plan(plan)
         return 0
     if study.state_file.is_file() and not args.resume:
-        raise ValueError(f"study {study.name!r} already exists in {study.output_dir}; pass --resume to continue "
-                         f"it, or --study-name to start another")
+        raise UserError(f"study {study.name!r} already exists in {study.output_dir}; pass --resume to continue "
+                        f"it, or --study-name to start another")
     if args.resume and not study.state_file.is_file():
-        raise ValueError(f"nothing to resume: no study {study.name!r} in {study.output_dir}")
+        raise UserError(f"nothing to resume: no study {study.name!r} in {study.output_dir}")
 
     started = time.time()
+    data, split = preflight(study)  # user errors before anything is created or logged
+    with disk_errors_as_user_errors(study):
+        return _run(study, plan, data, split, started)
+
+
+def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int:
+    args = study.args
     tracker = Tracker(study.tracking_uri, study.name)  # fails fast and cleanly when unreachable
+    tracker.run_tags = study.tags()  # on every run it creates: filter across studies
     study.dir.mkdir(parents=True, exist_ok=True)
     init_ray(args.address, args.num_cpus, args.verbose)
     if args.address:  # a multi-node cluster: trials and teacher tasks write where every node must read
@@ -147,8 +229,6 @@ def run(args: argparse.Namespace) -> int:
 
     from .stage2 import run_search
 
-    data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
-    split = train_val_split(data, study.train_subset, seed=args.seed)
     caches = build_teachers(study, data, split, tracker, parent_id)
     teachers_done = time.time()
     outcome = run_search(study, data, caches, tracker, parent_id)
@@ -163,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         return 130 if outcome["status"] == "interrupted" else 1
     say(f"done in {time.time() - started:.0f}s (teachers {timings['teachers_seconds']}s, trials "
         f"{timings['trials_seconds']}s) · reports in {study.dir / 'reports'} · "
-        f"browse: mlflow ui --backend-store-uri {study.tracking_uri}")
+        f"browse: {browse_hint(study.tracking_uri)}")
     return 0
 
 
@@ -174,7 +254,9 @@ def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) 
 
     args = study.args
     specs = study.space.teacher_specs(args.dataset)
-    steps = study.space.teacher_steps_used()
+    steps: dict[str, list[int]] = {}
+    for arch, step in study.space.teacher_caches_used():
+        steps.setdefault(arch, []).append(step)
     # on a cluster, trials that want GPUs mean teachers should get one too, even if the (autoscaling)
     # cluster has no GPU node up yet; otherwise: a GPU when the cluster has one
     gpus = 1 if args.address and args.gpus_per_trial > 0 else None
@@ -186,7 +268,7 @@ def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) 
         tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,
                                                   "eval_images": args.teacher_eval_images}, manifest)
         bank = TeacherBank(study.bank_root, spec)
-        for step in steps:
-            caches[cache_key(spec.arch, spec.label_smoothing, step)] = as_arrays(
+        for step in steps.get(spec.arch, []):
+            caches[cache_key(spec.arch, spec.label_smoothing, step, spec.seed)] = as_arrays(
                 *bank.outputs(step, data, split.train, device="cpu"))
     return caches

@@ -1,8 +1,8 @@
 """Named search spaces, as data: ``study/spaces/<name>.yaml`` -> an Optuna define-by-run space.
 
 A space file has a one-line ``description``, a ``sampler`` (``tpe``, ``random`` or
-``grid``), a default ``scheduler`` (``asha`` or ``none``), ``fixed`` values and
-``params`` to search. A param is one of::
+``grid``), a default ``scheduler`` (``asha`` or ``none``), ``fixed`` values, optional
+``arms`` and ``params`` to search. A param is one of::
 
     alpha:        {float: [0.0, 1.0]}                      # uniform
     temperature:  {float: [1.0, 20.0], log: true}          # log-uniform
@@ -15,6 +15,18 @@ Teacher parameters are conditional, as in Optuna's define-by-run examples: the
 snapshot step is sampled per teacher in use (``step_cnn_1``, ``step_cnn_2``) and the
 mixing weight only when there are two teachers. ``or_zero`` makes "no KD",
 "normal KD", "Type 1" and "Type 2" all reachable from one continuous space.
+
+``arms`` name the configurations of a controlled experiment, each a set of fixed
+values on top of ``fixed``; the searcher picks an ``arm`` like any categorical, so a
+grid crosses arms with seeds (e.g. CNN and MLP teachers at chosen snapshot steps, each
+over teacher seeds x student seeds)::
+
+    arms:
+      cnn_2500: {teachers: cnn_1, teacher_step: 2500}
+      mlp_2500: {teachers: mlp_1, teacher_step: 2500}
+    params:
+      teacher_seed: {choices: [0, 1, 2]}
+      seed: {choices: [0, 1, 2]}
 """
 from __future__ import annotations
 
@@ -28,6 +40,7 @@ import yaml
 from models import model_names
 
 from .distillation import RunSpec, TeacherRef
+from .errors import UserError
 from .teachers import TeacherSpec, snapshot_steps
 
 SPACES_DIR = Path(__file__).with_name("spaces")
@@ -41,6 +54,7 @@ KEYS = {
     "teacher_step": "snapshot step of each teacher: a number, weak, strong, or 'bank' (all)",
     "teacher_weight": "mixing weight of the first of two teachers",
     "teacher_label_smoothing": "label smoothing the teacher was trained with (its own bank)",
+    "teacher_seed": "seed the teachers were trained with (one bank per seed), e.g. choices [0, 1, 2]",
     "alpha": "weight of the hard-label CE term, in [0, 1]",
     "temperature": "KD temperature T > 0",
     "s_kl": "scale of the KD (KL) term, >= 0",
@@ -53,7 +67,7 @@ KEYS = {
 WEAK_FRACTION = 0.1
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     """A space file, a ``--set`` override or a range is invalid; the message says which and why."""
 
 
@@ -114,18 +128,19 @@ def _check_value(key: str, value: Any) -> None:
             raise SpaceError(f"{key}={value} is out of range [{low}, {high}]")
     elif key == "teachers":
         archs = str(value).split("+")
-        valid = [m for m in model_names() if not m.startswith("mlp")]
+        valid = model_names("teacher")
         if value != "none" and any(a not in valid for a in archs):
             raise SpaceError(f"teachers={value!r}: valid teachers are {', '.join(valid)} (joined by '+') or none")
-    elif key == "student" and value not in model_names():
-        raise SpaceError(f"student={value!r}: valid choices are {', '.join(model_names())}")
+    elif key == "student" and value not in model_names("student"):
+        raise SpaceError(f"student={value!r}: valid choices are {', '.join(model_names('student'))}")
     elif key == "variant" and value not in VARIANTS:
         raise SpaceError(f"variant={value!r}: valid choices are {', '.join(VARIANTS)}")
     elif key == "teacher_step" and not (value in ("weak", "strong", "bank") or
                                         (isinstance(value, int) and not isinstance(value, bool) and value > 0)):
         raise SpaceError(f"teacher_step={value!r}: use a positive snapshot step, weak, strong or bank")
-    elif key == "seed" and not isinstance(value, int):
-        raise SpaceError(f"seed must be an integer, got {value!r}")
+    elif key in ("seed", "teacher_seed") and not (isinstance(value, int) and not isinstance(value, bool)
+                                                  and value >= 0):
+        raise SpaceError(f"{key} must be an integer >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -136,20 +151,25 @@ class Space:
     scheduler: str = "asha"
     fixed: dict = field(default_factory=dict)
     params: dict[str, Param] = field(default_factory=dict)
+    arms: dict[str, dict] = field(default_factory=dict)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def from_dict(cls, name: str, raw: Any) -> "Space":
         if not isinstance(raw, dict):
             raise SpaceError(f"space {name!r} must be a YAML mapping")
-        unknown = set(raw) - {"description", "sampler", "scheduler", "fixed", "params"}
+        unknown = set(raw) - {"description", "sampler", "scheduler", "fixed", "params", "arms"}
         if unknown:
             raise SpaceError(f"space {name!r} has unknown section(s) {sorted(unknown)}; "
-                             f"valid: description, sampler, scheduler, fixed, params")
+                             f"valid: description, sampler, scheduler, fixed, arms, params")
+        arms = raw.get("arms") or {}
+        if not isinstance(arms, dict) or not all(isinstance(v, dict) and v for v in arms.values()):
+            raise SpaceError(f"space {name!r}: arms must map each arm's name to a mapping of fixed values")
         space = cls(name=name, description=str(raw.get("description", "")).strip(),
                     sampler=raw.get("sampler", "tpe"), scheduler=raw.get("scheduler", "asha"),
                     fixed=dict(raw.get("fixed") or {}),
-                    params={k: Param.parse(k, v) for k, v in (raw.get("params") or {}).items()})
+                    params={k: Param.parse(k, v) for k, v in (raw.get("params") or {}).items()},
+                    arms={str(k): dict(v) for k, v in arms.items()})
         space.validate()
         return space
 
@@ -158,11 +178,15 @@ class Space:
             raise SpaceError(f"space {self.name!r}: sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.scheduler not in SCHEDULERS:
             raise SpaceError(f"space {self.name!r}: scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-        for key in [*self.fixed, *self.params]:
+        for key in [*self.fixed, *self.params, *(k for arm in self.arms.values() for k in arm)]:
             if key not in KEYS:
                 raise SpaceError(f"space {self.name!r}: unknown key {key!r}; valid keys: {', '.join(KEYS)}")
-        for key, value in self.fixed.items():
+        for key, value in [*self.fixed.items(), *(kv for arm in self.arms.values() for kv in arm.items())]:
             _check_value(key, value)
+        for arm, values in self.arms.items():
+            if set(values) & set(self.params):
+                raise SpaceError(f"space {self.name!r}: arm {arm!r} fixes {sorted(set(values) & set(self.params))}, "
+                                 f"which are also searched")
         for param in self.params.values():
             for value in param.values():
                 if not (param.name == "teacher_step" and value == "bank"):
@@ -177,15 +201,19 @@ class Space:
                 # per-teacher steps/weights would give each teacher combination a different grid
                 raise SpaceError(f"space {self.name!r}: a grid over teachers needs a fixed teacher_step "
                                  f"and teacher_weight")
-        if "teachers" not in self.keys:
+        if "teachers" not in self.fixed and "teachers" not in self.params and \
+                not (self.arms and all("teachers" in arm for arm in self.arms.values())):
             raise SpaceError(f"space {self.name!r} must fix or search 'teachers'")
+        if self.arms and "teacher_step" in self.params:
+            raise SpaceError(f"space {self.name!r}: with arms, give each arm its teacher_step")
 
     @property
     def keys(self) -> set[str]:
-        return set(self.fixed) | set(self.params)
+        return set(self.fixed) | set(self.params) | {k for arm in self.arms.values() for k in arm}
 
     def with_overrides(self, overrides: Iterable[str]) -> "Space":
-        """Apply ``--set key=value`` (YAML-parsed values): fixes the key, searched or not."""
+        """Apply ``--set key=value`` (YAML-parsed values): fixes the key, searched or not; a list
+        (``--set seed=[0,1]``) makes the key a categorical of those choices instead."""
         fixed, params = dict(self.fixed), dict(self.params)
         for item in overrides:
             key, sep, text = item.partition("=")
@@ -198,19 +226,26 @@ class Space:
                 value = yaml.safe_load(text)
             except yaml.YAMLError:
                 raise SpaceError(f"--set {key}: cannot parse value {text!r}") from None
+            if isinstance(value, list):  # --set seed=[0,1]: search these choices (a grid axis)
+                if not value:
+                    raise SpaceError(f"--set {key}: give at least one choice")
+                params[key] = Param(key, choices=tuple(value))
+                fixed.pop(key, None)
+                continue
             fixed[key] = value
             params.pop(key, None)
             if key == "teachers" and len(str(value).split("+")) < 2:
                 params.pop("teacher_weight", None)
-        space = replace(self, fixed=fixed, params=params)
+        arms = {name: {k: v for k, v in values.items() if k not in fixed} for name, values in self.arms.items()}
+        space = replace(self, fixed=fixed, params=params, arms={k: v for k, v in arms.items() if v})
         space.validate()
         return space
 
     # -- teachers -------------------------------------------------------------------------
     def teacher_combinations(self) -> list[str]:
-        if "teachers" in self.params:
-            return [str(c) for c in self.params["teachers"].choices]
-        return [str(self.fixed["teachers"])]
+        combos = [str(c) for c in self.params["teachers"].choices] if "teachers" in self.params else \
+            [str(self.fixed["teachers"])] if "teachers" in self.fixed else []
+        return list(dict.fromkeys(combos + [str(arm["teachers"]) for arm in self.arms.values() if "teachers" in arm]))
 
     def teacher_archs(self) -> list[str]:
         return sorted({a for combo in self.teacher_combinations() if combo != "none" for a in combo.split("+")})
@@ -220,10 +255,15 @@ class Space:
             return [float(v) for v in self.params["teacher_label_smoothing"].choices]
         return [float(self.fixed.get("teacher_label_smoothing", 0.0))]
 
+    def teacher_seeds(self) -> list[int]:
+        if "teacher_seed" in self.params:
+            return [int(v) for v in self.params["teacher_seed"].choices]
+        return [int(self.fixed.get("teacher_seed", 0))]
+
     def teacher_specs(self, dataset: str) -> list[TeacherSpec]:
-        """Every teacher bank a trial of this space can use."""
-        return [TeacherSpec(dataset, arch, 0, ls) for arch in self.teacher_archs()
-                for ls in self.teacher_label_smoothings()]
+        """Every teacher bank a trial of this space can use (one per architecture, seed and smoothing)."""
+        return [TeacherSpec(dataset, arch, seed, ls) for arch in self.teacher_archs()
+                for seed in self.teacher_seeds() for ls in self.teacher_label_smoothings()]
 
     def resolve_steps(self, teacher_steps: int) -> "Space":
         """Replace ``bank``/``weak``/``strong`` by snapshot steps and drop steps beyond the budget."""
@@ -249,6 +289,22 @@ class Space:
             return list(dict.fromkeys(steps))
 
         fixed, params = dict(self.fixed), dict(self.params)
+        arms = {}
+        for name, values in self.arms.items():
+            values = dict(values)
+            teachers = str(values.get("teachers", fixed.get("teachers", "none")))
+            if "teacher_step" in values:
+                try:
+                    values["teacher_step"] = resolve([values["teacher_step"]])[0]
+                except SpaceError:
+                    if isinstance(values["teacher_step"], int) and values["teacher_step"] > available[-1]:
+                        continue  # this arm's snapshot is beyond the budget: the arm is dropped
+                    raise
+            elif teachers != "none" and "teacher_step" not in fixed:
+                values["teacher_step"] = named["weak"]
+            arms[name] = values
+        if self.arms and not arms:
+            raise SpaceError(f"space {self.name!r}: no arm's teacher_step fits --teacher-steps {teacher_steps}")
         if "teacher_step" in params:
             params["teacher_step"] = replace(params["teacher_step"],
                                              choices=tuple(resolve(list(params["teacher_step"].choices))))
@@ -259,15 +315,30 @@ class Space:
                 del fixed["teacher_step"]
             else:
                 fixed["teacher_step"] = steps[0]
-        elif self.teacher_archs():
+        elif self.teacher_archs() and not self.arms:
             fixed["teacher_step"] = named["weak"]
-        return replace(self, fixed=fixed, params=params)
+        return replace(self, fixed=fixed, params=params, arms=arms)
 
     def teacher_steps_used(self) -> list[int]:
         """Snapshot steps a trial may ask for (after :meth:`resolve_steps`): what needs a cache."""
+        steps = {a["teacher_step"] for a in self.arms.values() if "teacher_step" in a}
         if "teacher_step" in self.params:
-            return sorted(self.params["teacher_step"].choices)
-        return [self.fixed["teacher_step"]] if "teacher_step" in self.fixed else []
+            steps |= set(self.params["teacher_step"].choices)
+        elif "teacher_step" in self.fixed:
+            steps.add(self.fixed["teacher_step"])
+        return sorted(steps)
+
+    def teacher_caches_used(self) -> list[tuple[str, int]]:
+        """(architecture, snapshot step) pairs a trial may ask for: arms name theirs, other spaces
+        may combine any teacher with any step."""
+        if not self.arms:
+            return [(arch, step) for arch in self.teacher_archs() for step in self.teacher_steps_used()]
+        pairs = set()
+        for arm in self.arms.values():
+            teachers = str(arm.get("teachers", self.fixed.get("teachers", "none")))
+            step = arm.get("teacher_step", self.fixed.get("teacher_step"))
+            pairs |= {(a, step) for a in teachers.split("+") if teachers != "none"}
+        return sorted(pairs)
 
     # -- Optuna ---------------------------------------------------------------------------
     def suggest(self, trial: Any) -> dict[str, Any]:
@@ -276,20 +347,26 @@ class Space:
         Optuna records what was sampled; the returned dict holds the fixed values
         (and zeros of switched-off terms), so a trial's config is complete.
         """
-        constants = {k: v for k, v in self.fixed.items() if k != "teacher_step"}
+        fixed = dict(self.fixed)
+        constants: dict[str, Any] = {}
+        if self.arms:
+            arm = trial.suggest_categorical("arm", list(self.arms))
+            fixed.update(self.arms[arm])
+            constants.update({k: v for k, v in self.arms[arm].items() if k != "teacher_step"})
+        constants.update({k: v for k, v in fixed.items() if k != "teacher_step"})
         values: dict[str, Any] = {}
         for name, param in self.params.items():
             if name in ("teacher_step", "teacher_weight"):
                 continue
             values[name] = param.suggest(trial)
-        teachers = str(values.get("teachers", self.fixed.get("teachers")))
+        teachers = str(values.get("teachers", fixed.get("teachers")))
         archs = [] if teachers == "none" else teachers.split("+")
         for arch in archs:
             if "teacher_step" in self.params:
                 step_param = replace(self.params["teacher_step"], name=f"step_{arch}")
                 values[f"step_{arch}"] = step_param.suggest(trial)
             else:
-                constants[f"step_{arch}"] = self.fixed["teacher_step"]
+                constants[f"step_{arch}"] = fixed["teacher_step"]
         if len(archs) == 2 and "teacher_weight" in self.params:
             values["teacher_weight"] = self.params["teacher_weight"].suggest(trial)
         constants.update({k: v for k, v in values.items()
@@ -298,7 +375,7 @@ class Space:
 
     def grid(self) -> dict[str, list]:
         """The search space of Optuna's GridSampler (a grid over teachers has fixed steps and weights)."""
-        grid = {}
+        grid: dict[str, list] = {"arm": list(self.arms)} if self.arms else {}
         for name, param in self.params.items():
             if name == "teacher_step":
                 for arch in self.teacher_archs():
@@ -360,7 +437,8 @@ def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset:
         weights = [float(config["teacher_weight"]), 1.0 - float(config["teacher_weight"])]
     else:
         weights = [1.0] * len(archs)
-    refs = tuple(TeacherRef(a, int(config[f"step_{a}"]), w) for a, w in zip(archs, weights))
+    teacher_seed = int(config.get("teacher_seed", 0))
+    refs = tuple(TeacherRef(a, int(config[f"step_{a}"]), w, teacher_seed) for a, w in zip(archs, weights))
     s_kl, s_fm = float(config.get("s_kl", 1.0)), float(config.get("s_fm", 0.0))
     if "variant" in config:
         on_kl, on_fm = VARIANTS[config["variant"]]

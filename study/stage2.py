@@ -11,6 +11,7 @@ from ray import tune
 from .reports import (best_trials, figure_shift_curves, figure_vs_teacher_step, format_summary, optuna_figures,
                       summary, trials_table, write_figures, write_table)
 from .tracking import Tracker
+from .trial_state import ENDED, classify
 from .trainable import StudySettings, load_student, train_student
 from .tuning import (MLflowTrialLogger, Resources, StudyProgress, make_scheduler, make_searcher, trial_params)
 
@@ -29,7 +30,7 @@ def _trainable(study, data, caches):
     args = study.args
     settings = StudySettings(dataset=args.dataset, epochs=args.max_epochs, train_subset=study.train_subset,
                              data_seed=args.seed, val_images=args.val_images or None,
-                             test_images=args.test_images or None, device=args.device)
+                             test_images=args.test_images or None, device=args.device, patience=args.patience)
     resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_failures)
     wrapped = tune.with_parameters(train_student, data=data, settings=settings, caches=caches)
     return tune.with_resources(wrapped, resources.as_dict()), settings, resources
@@ -48,7 +49,8 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
         tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True, resume_unfinished=True)
     else:
         searcher = make_searcher(study.space, seed=args.seed, multi_objective=args.multi_objective,
-                                 storage_url=study.optuna_url, study_name=study.name, baselines=study.baselines)
+                                 storage_url=study.optuna_url, study_name=study.name, baselines=study.baselines,
+                                 max_epochs=args.max_epochs)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(study.use_asha, args.max_epochs),
@@ -69,15 +71,9 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name
         epochs = int(metrics.get("training_iteration", 0))
-        if result.error is not None:
-            state = "failed"
-        elif epochs >= args.max_epochs:
-            state = "completed"
-        elif metrics.get("done") or epochs > 0:
-            state = "pruned" if metrics.get("done") else "unfinished"
-        else:
-            state = "unfinished"
-        finished += state in ("completed", "pruned", "failed")
+        # Tune sets done=True on the last result of a trial it completed or stopped (ASHA)
+        state = classify(metrics, args.max_epochs, error=result.error is not None, ended=bool(metrics.get("done")))
+        finished += state in ENDED
         from .spaces import run_spec
 
         spec = run_spec(config, dataset=args.dataset, epochs=args.max_epochs, train_subset=study.train_subset)
@@ -88,12 +84,15 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
                "teacher_weight": spec.teachers[0].weight if len(spec.teachers) > 1 else None,
                "alpha": spec.alpha, "temperature": spec.temperature, "s_kl": spec.s_kl, "s_fm": spec.s_fm,
                "teacher_label_smoothing": spec.teacher_label_smoothing, "seed": spec.seed, "epochs_done": epochs,
+               "teacher_seed": spec.teachers[0].seed if spec.teachers else None, "arm": config.get("arm"),
+               "stopped_early": bool(metrics.get("stopped_early", False)),
                **{f"teacher_{i}_step": t.step for i, t in enumerate(spec.teachers)},
-               **{k: v for k, v in metrics.items() if k.startswith(("val_", "test_", "loss_"))}}
+               **{k: v for k, v in metrics.items() if k.startswith(("val_", "test_", "loss_", "time_"))}}
         rows.append(row)
         if result.checkpoint is not None:
             checkpoints[trial_id] = (result.checkpoint, config)
     status = "finished" if finished >= study.planned else "interrupted"
+    _keep_predictions(checkpoints, study.dir / "predictions", tracker, parent_id)
 
     reports = study.dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -112,7 +111,7 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
     except KeyError:
         pass  # no Optuna study yet (interrupted before the first search trial)
     paths += write_figures(figures, reports)
-    result_summary = summary(table)
+    result_summary = summary(table, study.dir / "predictions")
     (reports / "summary.json").write_text(json.dumps(result_summary, indent=2, default=str))
     paths.append(reports / "summary.json")
     for path in paths:
@@ -126,20 +125,71 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
     return {"status": status, "finished": finished, "summary": result_summary}
 
 
+def _keep_predictions(checkpoints: dict, folder: Path, tracker: Tracker, parent_id: str) -> None:
+    """Copy each finished trial's per-image predictions (in its final checkpoint) to
+    ``<study>/predictions/<trial_id>.npz`` and log them on the trial's MLflow run: the input
+    of every paired comparison (:mod:`study.findings`). Idempotent, so a resumed study re-copies safely."""
+    import shutil
+
+    from .trainable import PREDICTIONS_FILE
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for trial_id, (checkpoint, _) in checkpoints.items():
+        with checkpoint.as_directory() as ckpt:
+            source = Path(ckpt) / PREDICTIONS_FILE
+            if not source.is_file():
+                continue  # pruned: its last checkpoint is not a final evaluation
+            target = folder / f"{trial_id}.npz"
+            shutil.copyfile(source, target)
+        run_id = tracker.find_run(**{"leveled_kd.trial_id": str(trial_id), "mlflow.parentRunId": parent_id})
+        if run_id:
+            tracker.log_artifact(run_id, target, "predictions")
+
+
 def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data, settings, reports: Path,
                      keep: int) -> None:
-    """The best trials' students, as state dicts with their configs, on their own MLflow runs."""
-    for _, row in best_trials(table, k=keep).iterrows():
+    """The best ``keep`` trials' students as MLflow PyTorch models on their own runs; the best one registered.
+
+    Each student is logged once as ``runs:/<trial run>/model`` (self-contained: the module is
+    pickled with the ``models/`` package beside it, with a signature and an input example; see
+    :mod:`study.mlflow_models`) and kept locally as a state dict + config under
+    ``reports/models/<trial_id>/``. The first of :func:`best_trials` (by the validation objective)
+    becomes a version of ``leveled-kd-<study>`` in the Model Registry, tagged with its accuracies,
+    its gain over no KD and its trial, and gets the alias ``best``. Runs on the driver, after the
+    search: trials never talk to MLflow. Idempotent: a resumed study logs and registers nothing twice.
+    """
+    from .mlflow_models import log_student, registered_model_name, register_student, serving_module
+
+    result_summary = summary(table)
+    study_tags = dict(getattr(tracker, "run_tags", {}) or {})
+    for rank, (_, row) in enumerate(best_trials(table, k=keep).iterrows()):
         if row["trial_id"] not in checkpoints:
             continue
+        trial_id = str(row["trial_id"])
         checkpoint, config = checkpoints[row["trial_id"]]
-        folder = reports / "models" / str(row["trial_id"])
+        folder = reports / "models" / trial_id
         folder.mkdir(parents=True, exist_ok=True)
         with checkpoint.as_directory() as ckpt:
             model = load_student(ckpt, config, data, settings)
         torch.save(model.state_dict(), folder / "student.pt")
         (folder / "config.json").write_text(json.dumps(trial_params(config), indent=2, default=str))
-        run_id = tracker.find_run(**{"leveled_kd.trial_id": str(row["trial_id"]), "mlflow.parentRunId": parent_id})
-        if run_id:
-            for path in folder.iterdir():
-                tracker.log_artifact(run_id, path, "model")
+        run_id = tracker.find_run(**{"leveled_kd.trial_id": trial_id, "mlflow.parentRunId": parent_id})
+        if not run_id:
+            continue
+        scores = {k: float(row[k]) for k in ("val_clean_acc", "val_translated_acc", "test_clean_acc",
+                                             "test_translated_acc") if k in row and row[k] == row[k]}
+        tags = {**study_tags, "leveled_kd.trial_id": trial_id, "leveled_kd.rank": rank + 1}
+        student = log_student(tracker.client, tracker.experiment_id, run_id, serving_module(model, data), data,
+                              tags=tags, metadata={"trial_id": trial_id, "config": trial_params(config), **scores})
+        if rank == 0:
+            gains = {k: round(float(v), 6) for k, v in result_summary.items() if k.startswith("gain_")}
+            name = registered_model_name(tracker.experiment_name)
+            version = register_student(  # the version's tags: its numbers (the study's tags are on the model)
+                tracker.client, name, student, tags={**{k: round(v, 6) for k, v in scores.items()}, **gains,
+                                                     "trial_id": trial_id},
+                description=f"Best student of study {tracker.experiment_name} by validation translated accuracy "
+                            f"(trial {trial_id}, {row.get('variant')}, teachers {row.get('teachers')}).",
+                model_tags={k: v for k, v in study_tags.items() if k != "leveled_kd.budget"},
+                model_description=f"The best student of study {tracker.experiment_name} (MLP distilled from CNN "
+                                  f"teachers); alias '@best' is the current best version.")
+            tracker.set_tags(run_id, {"leveled_kd.registered_model": f"{name}/{version}"})

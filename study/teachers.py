@@ -14,31 +14,46 @@ robustness" is a lookup, not a retraining. Each bank is a directory::
 Teacher outputs are fixed per snapshot, so they are computed the first time a
 student needs them and reused by every later student: students never run the
 teacher during training, and a snapshot no student uses costs nothing.
+
+Several studies (processes, nodes) may use one bank at once: every read-modify-write
+of the manifest, and the training and caching that lead to one, happen under the
+bank's file lock (``.bank.lock``), and every file is written to a private temp file
+and renamed. The manifest and each cache carry a **format** number: a bank written
+before formats existed is upgraded (its snapshots kept, its caches recomputed), one
+written by a newer version is refused, never misread.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
+from filelock import FileLock, Timeout
 
 from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
 
 from .data import ImageData, shift_grid, train_val_split
+from .errors import UserError
 from .evaluation import translation_accuracy
-from .trainer import AtSteps, TrainConfig, Trainer, seed_everything, select_device
+from .trainer import AtSteps, TrainConfig, Trainer, inference_model, resolve_precision, seed_everything, select_device
 
 #: Test images each snapshot is scored on (a fixed prefix of the test set): the
 #: full 33-shift grid on 10k images costs minutes per snapshot on a CPU.
 SNAPSHOT_EVAL_IMAGES = 1000
+#: Layout of ``manifest.json``. 1: before formats were recorded (no ``format`` key; snapshot
+#: records as now, caches without a format), 2: ``format`` key, caches carry ``CACHE_FORMAT``.
+MANIFEST_FORMAT = 2
+#: Layout of a teacher-output cache file (``{"format", "logits", "features", "snapshot_sha256"}``).
+CACHE_FORMAT = 1
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(UserError, RuntimeError):
     """A snapshot or cache is missing, corrupted or does not match its manifest."""
 
 
@@ -63,7 +78,7 @@ def sha256(path: Path) -> str:
 
 def _atomic_save(obj: object, path: Path) -> str:
     """Write via a temp file and rename, so an interrupted save never leaves a half file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # private: two writers never share one
     torch.save(obj, tmp)
     os.replace(tmp, path)
     return sha256(path)
@@ -95,16 +110,42 @@ class TeacherBank:
 
     # -- manifest ------------------------------------------------------------------------
     def manifest(self) -> dict:
+        """The manifest in the current format (an older bank's is upgraded in memory; written back
+        on the next change)."""
         if not self.manifest_path.is_file():
-            return {"teacher": asdict(self.spec), "snapshots": {}}
+            return {"format": MANIFEST_FORMAT, "teacher": asdict(self.spec), "snapshots": {}}
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as error:
             raise SnapshotError(f"corrupted manifest {self.manifest_path}: {error}; delete the bank directory") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("snapshots"), dict):
+            raise SnapshotError(f"{self.manifest_path} is not a teacher-bank manifest; delete the bank directory")
+        return _upgrade_manifest(manifest, self.manifest_path)
+
+    @contextmanager
+    def _lock(self, progress: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the bank's inter-process lock (``.bank.lock``) for the ``with`` block.
+
+        Says so (through ``progress``) when another process holds it, e.g. is training this teacher.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.dir / ".bank.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if progress:
+                progress(f"{self.spec.key}: waiting for another process that is writing this bank")
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _write_manifest(self, manifest: dict) -> None:
+        """Call with the bank's lock held (a read-modify-write must not interleave with another)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.manifest_path.with_suffix(".json.tmp")
+        manifest["format"] = MANIFEST_FORMAT
+        tmp = self.manifest_path.with_suffix(f".json.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         os.replace(tmp, self.manifest_path)
 
@@ -146,19 +187,31 @@ class TeacherBank:
 
     # -- training ------------------------------------------------------------------------
     def ensure(self, data: ImageData, max_steps: int, device: str = "auto",
-               progress: Callable[[str], None] | None = None) -> list[int]:
+               progress: Callable[[str], None] | None = None, precision: str | None = None) -> list[int]:
         """Make sure every scheduled snapshot up to ``max_steps`` exists; train only what is missing.
 
         A bank that already reaches ``max_steps`` trains nothing; a shorter one is
         extended from its saved training state, not retrained. Teachers train on the
         whole training split (never on the validation images, whatever a student's subset).
+        ``precision`` (``auto`` / ``fp32`` / ``bf16``; None: ``$LEVELED_KD_PRECISION`` or auto)
+        applies to a new bank; an extended bank continues in the precision it was trained in
+        (its training state records it), so extending is exact.
         """
         wanted = snapshot_steps(max_steps)
         if not wanted:
             raise ValueError(f"teacher steps must be >= 50 (the first snapshot), got {max_steps}")
-        have = set(self.steps())
-        if set(wanted) <= have:
+        if set(wanted) <= set(self.steps()):
             return wanted
+        with self._lock(progress):
+            have = set(self.steps())  # another study may have trained them while this one waited
+            if set(wanted) <= have:
+                return wanted
+            self._train(data, max_steps, have, device, progress, precision)
+        return wanted
+
+    def _train(self, data: ImageData, max_steps: int, have: set[int], device: str,
+               progress: Callable[[str], None] | None, precision: str | None = None) -> None:
+        """Train (or extend) the bank to ``max_steps``; the caller holds the bank's lock."""
         manifest = self.manifest()
         spec = self.spec
         seed_everything(spec.seed)
@@ -186,14 +239,15 @@ class TeacherBank:
         split = train_val_split(data)
         trainer = Trainer(
             model, loss, {"x": data.train_x[split.train], "y": data.train_y[split.train]},
-            TrainConfig(epochs=10**9, max_steps=max_steps, seed=spec.seed, device=device),
+            TrainConfig(epochs=10**9, max_steps=max_steps, seed=spec.seed, device=device,
+                        **({"precision": precision} if precision else {})),
             callbacks=[AtSteps(is_snapshot_step, save_snapshot)],
         )
         if have:
             state = self._checked_load(self.dir / "train-state.pt", manifest.get("train_state_sha256"))
             trainer.load_state_dict(state)
+        manifest["precision"] = trainer.precision  # what the snapshots were trained and scored in
         trainer.fit()
-        return wanted
 
     # -- teacher-output cache ------------------------------------------------------------
     @staticmethod
@@ -207,35 +261,76 @@ class TeacherBank:
         return self.dir / (f"step-{step:06d}.outputs.pt" if tag == "all" else f"step-{step:06d}.outputs-{tag}.pt")
 
     def outputs(self, step: int, data: ImageData, indices: torch.Tensor | None = None, device: str = "auto",
-                batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+                batch_size: int = 512, precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, features) of the snapshot on ``data.train_x[indices]`` (default: every
         training image), computed once, cached beside the snapshot and hash-checked.
 
         A study over a training subset caches just that subset (seconds, not minutes, on a CPU).
+        A new cache is computed in ``precision`` (None: the bank's training precision; the
+        cache records it); an existing cache is reused whatever precision computed it.
         """
+        cached = self._cached_outputs(step, indices)
+        if cached is None:
+            with self._lock():  # one process computes a cache; the others wait and read it
+                cached = self._cached_outputs(step, indices) or self._compute_outputs(step, data, indices, device,
+                                                                                     batch_size, precision)
+        return cached["logits"], cached["features"]
+
+    def _cached_outputs(self, step: int, indices: torch.Tensor | None) -> dict | None:
+        """The cache of ``step`` on ``indices`` if it exists, matches the manifest's hash, the
+        snapshot and the current cache format; else None (to be computed)."""
+        record = self.record(step)
+        path = self.outputs_path(step, indices)
+        expected = record.get("outputs", {}).get(self._indices_tag(indices))
+        if path.is_file() and expected:
+            cached = self._checked_load(path, expected)
+            if cached.get("snapshot_sha256") == record["sha256"] and cached.get("format") == CACHE_FORMAT:
+                return cached
+        return None
+
+    def _compute_outputs(self, step: int, data: ImageData, indices: torch.Tensor | None, device: str,
+                         batch_size: int, precision: str | None = None) -> dict:
+        """Run the snapshot once and cache its outputs; the caller holds the bank's lock."""
         record = self.record(step)
         tag = self._indices_tag(indices)
         path = self.outputs_path(step, indices)
-        expected = record.get("outputs", {}).get(tag)
-        if path.is_file() and expected:
-            cached = self._checked_load(path, expected)
-            if cached.get("snapshot_sha256") == record["sha256"]:
-                return cached["logits"], cached["features"]
         images = data.train_x if indices is None else data.train_x[indices]
         dev = select_device(device)
-        model = self.load(step, data, dev)
+        precision = resolve_precision(precision or self.manifest().get("precision", "fp32"), dev)
+        model = inference_model(self.load(step, data, dev), dev, precision)
         logits, features = [], []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 out = model(images[start:start + batch_size].to(dev))
                 logits.append(out.logits.float().cpu())
                 features.append(out.features.float().cpu())
-        cached = {"logits": torch.cat(logits), "features": torch.cat(features), "snapshot_sha256": record["sha256"]}
+        cached = {"format": CACHE_FORMAT, "logits": torch.cat(logits), "features": torch.cat(features),
+                  "snapshot_sha256": record["sha256"], "precision": precision}
         digest = _atomic_save(cached, path)
         manifest = self.manifest()
         manifest["snapshots"][str(step)].setdefault("outputs", {})[tag] = digest
         self._write_manifest(manifest)
-        return cached["logits"], cached["features"]
+        return cached
+
+
+def _upgrade_manifest(manifest: dict, path: Path) -> dict:
+    """``manifest`` in the current format, or :class:`SnapshotError` if it cannot be read safely.
+
+    Format 1 (no ``format`` key) has today's snapshot records, so its snapshots are kept and the
+    bank is extended, not retrained; its caches predate the cache format and are forgotten, so
+    they are recomputed on first use rather than trusted.
+    """
+    version = manifest.get("format", 1)
+    if not isinstance(version, int) or version < 1:
+        raise SnapshotError(f"{path}: unknown manifest format {version!r}; delete the bank directory to rebuild it")
+    if version > MANIFEST_FORMAT:
+        raise SnapshotError(f"{path} was written by a newer leveled-kd (bank format {version}, this one reads "
+                            f"up to {MANIFEST_FORMAT}); update, or use another --bank-dir")
+    if version == 1:
+        for record in manifest["snapshots"].values():
+            record.pop("outputs", None)
+    manifest["format"] = MANIFEST_FORMAT
+    return manifest
 
 
 def teacher_bank_root(output_dir: str | os.PathLike | None = None) -> Path:

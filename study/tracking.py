@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from .errors import UserError
+
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "leveled_kd.kind"
 MAX_BATCH = 900  # MLflow's log_batch limit is 1000 entities
@@ -26,7 +28,7 @@ MAX_BATCH = 900  # MLflow's log_batch limit is 1000 entities
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
-class TrackingError(ConnectionError):
+class TrackingError(UserError, ConnectionError):
     """The tracking store cannot be reached or used; nothing is half-logged."""
 
 
@@ -36,6 +38,32 @@ def default_tracking_uri(output_dir: str | os.PathLike) -> str:
     if env:
         return env
     return f"sqlite:///{Path(output_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def browse_hint(tracking_uri: str) -> str:
+    """How to look at a study's runs: a server is already serving its UI, a SQLite file needs one."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri.rstrip('/')}"
+    if tracking_uri.startswith("databricks"):
+        return "open the experiment in your Databricks workspace"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
+
+
+def quiet_mlflow() -> None:
+    """No "View run ... at <url>" lines: with a tracking server MLflow writes two of them to stdout
+    (``print``, not a logger) every time a run ends, i.e. for every trial, into the progress output.
+    ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` is MLflow's own switch; the summary's browse hint
+    gives the one URL that matters."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for noisy in ("mlflow", "alembic"):  # schema-creation INFO lines on a new store
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def study_tags(study: str, space: str, dataset: str, budget: dict[str, Any]) -> dict[str, str]:
+    """Tags on every run of a study, so runs can be filtered across studies and experiments:
+    ``tags.`leveled_kd.space` = 'kd_types'``; the budget as one JSON tag (sorted keys)."""
+    return {"leveled_kd.study": study, "leveled_kd.space": space, "leveled_kd.dataset": dataset,
+            "leveled_kd.budget": json.dumps(budget, sort_keys=True, default=str)}
 
 
 def _chunks(items: list, size: int = MAX_BATCH) -> Iterable[list]:
@@ -90,9 +118,10 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment_name: str) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
+        #: tags every new run gets (the study's name, space, dataset, budget): filters across studies
+        self.run_tags: dict[str, str] = {}
         _check_reachable(tracking_uri)
-        for noisy in ("mlflow", "alembic"):  # schema-creation INFO lines on a new store
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        quiet_mlflow()
         try:
             with sqlite_store_lock(tracking_uri):
                 self.client = MlflowClient(tracking_uri)
@@ -105,10 +134,11 @@ class Tracker:
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks: keep only what rebuilds the client
         return {"tracking_uri": self.tracking_uri, "experiment_name": self.experiment_name,
-                "experiment_id": self.experiment_id}
+                "experiment_id": self.experiment_id, "run_tags": dict(getattr(self, "run_tags", {}))}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        quiet_mlflow()
         self.client = MlflowClient(self.tracking_uri)
 
     # -- finding and creating runs --------------------------------------------------------
@@ -118,13 +148,19 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def get_or_create_run(self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None,
-                          parent_id: str | None = None) -> tuple[str, bool]:
-        """(run_id, created): the run carrying ``tags`` (and parent), created once."""
+                          parent_id: str | None = None, start_time: float | None = None) -> tuple[str, bool]:
+        """(run_id, created): the run carrying ``tags`` (and parent), created once.
+
+        A new run also gets :attr:`run_tags`; ``start_time`` (epoch seconds) backdates it to when
+        its work really began (a teacher bank trained in a Ray task before the driver logs it).
+        """
         lookup = dict(tags, **({PARENT_TAG: parent_id} if parent_id else {}))
         existing = self.find_run(**lookup)
         if existing:
             return existing, False
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=lookup)
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={**getattr(self, "run_tags", {}), **lookup},
+                                     start_time=None if start_time is None else int(start_time * 1000))
         if params:
             self.log_params(run.info.run_id, params)
         return run.info.run_id, True
@@ -162,15 +198,23 @@ class Tracker:
         return run_id
 
     def teacher_run(self, parent_id: str, key: str, params: dict[str, Any], manifest: dict) -> str:
-        """One run per teacher bank; accuracy per snapshot step logged once (new steps only)."""
-        run_id, _ = self.get_or_create_run(f"teacher {key}", {KIND_TAG: "teacher", "leveled_kd.teacher": key},
-                                           params, parent_id)
+        """One run per teacher bank; accuracy per snapshot step logged once (new steps only).
+
+        ``manifest["started"]`` / ``["finished"]`` (epoch seconds, set by stage 1 around the bank's
+        training and caching) become the run's start and end, so its duration is the bank's real
+        one, not the instant the driver logged it. A run found again (resumed study) keeps its times.
+        """
+        started, finished = manifest.get("started"), manifest.get("finished")
+        run_id, created = self.get_or_create_run(f"teacher {key}", {KIND_TAG: "teacher", "leveled_kd.teacher": key},
+                                                 params, parent_id, start_time=started)
         done = self.logged_steps(run_id, "clean_acc")
         for step, record in sorted(manifest["snapshots"].items(), key=lambda kv: int(kv[0])):
             if int(step) not in done:
                 self.log_metrics(run_id, {"clean_acc": record["clean_acc"],
                                           "translated_acc": record["translated_acc"]}, int(step))
-        self.finish(run_id)
+        if created or self.client.get_run(run_id).info.status != "FINISHED":
+            self.client.set_terminated(run_id, "FINISHED",
+                                       end_time=int(finished * 1000) if created and finished is not None else None)
         return run_id
 
     def trial_run(self, parent_id: str, trial_id: str, name: str, params: dict[str, Any]) -> str:

@@ -6,20 +6,27 @@
   next to the MLflow store, so ``optuna-dashboard`` can open it too.
 - The study's no-KD baselines run first (:class:`WithBaselines`), outside
   Optuna's history, so every study reports its gain over no KD.
-- Early stopping: ASHA on the per-epoch validation metric; baselines are never stopped.
+- Early stopping: ASHA on the per-epoch validation metric; baselines are never stopped. A trial
+  ASHA stops is told to Optuna as PRUNED, with its per-epoch values as intermediate values
+  (:class:`PruningAwareOptunaSearch`), not as a finished trial with its first-epoch value.
+- Trial states (completed / pruned / failed) follow one rule, :func:`study.trial_state.classify`.
 - Logging: :class:`MLflowTrialLogger` (driver side, idempotent), progress: :class:`StudyProgress`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
+from . import trial_state as states
 from .spaces import Space
 from .tracking import Tracker, sqlite_store_lock
 
@@ -27,18 +34,39 @@ OBJECTIVE = "val_translated_acc"
 MULTI_OBJECTIVE = ["val_clean_acc", "val_translated_acc"]
 
 
-def trial_state(trial: Trial, max_epochs: int) -> str:
-    """completed / pruned / failed / running, as logged to MLflow and the tables."""
-    if trial.status == Trial.ERROR:
-        return "failed"
-    epochs = (trial.last_result or {}).get("training_iteration", 0)
-    if trial.status == Trial.TERMINATED:
-        return "completed" if epochs >= max_epochs else "pruned"
-    return trial.status.lower()
+def trial_state(trial: Trial, max_epochs: int, ended: bool | None = None) -> str:
+    """completed / pruned / failed, or Tune's status (running, pending...) for a live trial.
+
+    ``ended=True`` from ``on_trial_complete`` callbacks, which Tune calls before it marks the
+    trial TERMINATED. The rule itself is :func:`study.trial_state.classify`.
+    """
+    if ended is None:
+        ended = trial.status == Trial.TERMINATED
+    return states.classify(trial.last_result, max_epochs, error=trial.status == Trial.ERROR, ended=ended,
+                           otherwise=trial.status.lower())
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(config.items())}
+
+
+def _restates_run_param(key: str) -> bool:
+    """Config keys that are a sampled form of a value the run's params already hold under one name:
+    ``step_<arch>`` is ``teacher_<i>_step``, ``teacher_weight`` is ``teacher_0_weight``, and
+    ``<scale>_on`` (Optuna's "exactly 0?" switch) is whether ``<scale>`` is 0."""
+    return key.startswith("step_") or key == "teacher_weight" or key.endswith("_on")
+
+
+def trial_run_params(static: dict[str, Any], run_params: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A trial run's MLflow params: one name per hyperparameter, so runs compare column by column.
+
+    The study's settings and the resolved run (``RunSpec.params()``: effective values, e.g. ``s_kl``
+    after a ``variant`` switched it off) come first; config keys they do not already say (``baseline``,
+    a grid ``arm``) are added under their own name, never a ``config/`` copy of a value logged twice.
+    """
+    params = {**static, **run_params}
+    params.update({k: v for k, v in config.items() if k not in params and not _restates_run_param(k)})
+    return params
 
 
 # ----------------------------------------------------------------------------- searcher
@@ -91,18 +119,61 @@ class WithBaselines(Searcher):
 
 
 class BaselineSafeASHA(ASHAScheduler):
-    """ASHA that never stops a baseline trial (its full run is what KD is compared with)."""
+    """ASHA that never stops a baseline trial (its full run is what KD is compared with) and keeps
+    it out of the rungs, as it is kept out of Optuna.
+
+    Why the second part: ASHA records a completed trial's *last* value in every rung it has no
+    value for; a baseline, never recorded while it ran, put its final-epoch accuracy into the
+    epoch-1 and epoch-2 rungs, and every search trial was then cut against it.
+    """
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if trial.config.get("baseline"):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        if trial.config.get("baseline"):
+            self._trial_info.pop(trial.trial_id, None)
+            return
+        super().on_trial_complete(tune_controller, trial, result)
+
+
+class PruningAwareOptunaSearch(OptunaSearch):
+    """Ray's ``OptunaSearch``, but a trial the scheduler stopped is told to Optuna as PRUNED.
+
+    Why: Ray tells every trial whose last result carries the metric as COMPLETE, so an
+    ASHA-stopped trial reached TPE (and the parameter importances) with its epoch-1 value as if
+    it were final. Here the state follows :func:`study.trial_state.classify`; each epoch's
+    objective is an intermediate value (``trial.report``: Ray reports every epoch except the one
+    on which the scheduler stops the trial, which is added here), so pruning-aware samplers see
+    the learning curve. Multi-objective studies get no intermediate values (Optuna does not
+    support them) but the same PRUNED state.
+    """
+
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials or error or not result:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("tune_trial_id", trial_id)  # Optuna trial -> MLflow run (tag leveled_kd.trial_id)
+        step = int(result.get("training_iteration", 0) or 0)
+        if not isinstance(self.metric, list) and result.get(self.metric) is not None and step > 0:
+            with warnings.catch_warnings():  # a step reported already is a no-op (and a warning)
+                warnings.simplefilter("ignore")
+                ot_trial.report(float(result[self.metric]), step)
+        if states.classify(result, self.max_epochs, ended=True) == states.COMPLETED:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
 
 def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url: str, study_name: str,
-                  baselines: list[dict[str, Any]]) -> WithBaselines:
+                  baselines: list[dict[str, Any]], max_epochs: int) -> WithBaselines:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if space.sampler == "grid":
@@ -115,8 +186,8 @@ def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url
     mode = ["max", "max"] if multi_objective else "max"
     with sqlite_store_lock(storage_url):  # a new store's tables are created once, not raced by two studies
         storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}})
-    inner = OptunaSearch(space=space.suggest, metric=metric, mode=mode, sampler=sampler, seed=seed,
-                         storage=storage, study_name=study_name)
+    inner = PruningAwareOptunaSearch(space=space.suggest, metric=metric, mode=mode, sampler=sampler, seed=seed,
+                                     storage=storage, study_name=study_name, max_epochs=max_epochs)
     return WithBaselines(inner, baselines)
 
 
@@ -148,7 +219,7 @@ class MLflowTrialLogger(tune.Callback):
             spec = run_spec(trial.config, dataset=self.static_params["dataset"], epochs=self.max_epochs,
                             train_subset=self.static_params.get("train_subset"))
             name = ("baseline " if trial.config.get("baseline") else "") + f"trial {trial.trial_id}"
-            params = {**self.static_params, **spec.params(), **{f"config/{k}": v for k, v in trial.config.items()}}
+            params = trial_run_params(self.static_params, spec.params(), trial.config)
             self.runs[trial.trial_id] = self.tracker.trial_run(self.parent_id, trial.trial_id, name, params)
         return self.runs[trial.trial_id]
 
@@ -159,9 +230,7 @@ class MLflowTrialLogger(tune.Callback):
         self.tracker.log_metrics(self._run(trial), result, step=int(result.get("training_iteration", 0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        # called before Tune marks the trial TERMINATED: judge by the epochs it reported
-        epochs = (trial.last_result or {}).get("training_iteration", 0)
-        state = "completed" if epochs >= self.max_epochs else "pruned"
+        state = trial_state(trial, self.max_epochs, ended=True)  # Tune marks it TERMINATED after this call
         run_id = self._run(trial)
         self.tracker.set_tags(run_id, {"state": state})
         self.tracker.finish(run_id, "FINISHED")
@@ -203,8 +272,7 @@ class StudyProgress(tune.Callback):
                            f"{OBJECTIVE} {result.get(OBJECTIVE, float('nan')):.4f}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        epochs = (trial.last_result or {}).get("training_iteration", 0)
-        self._line(trials, f"{trial.trial_id} {'completed' if epochs >= self.max_epochs else 'pruned'}")
+        self._line(trials, f"{trial.trial_id} {trial_state(trial, self.max_epochs, ended=True)}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._line(trials, f"{trial.trial_id} failed")

@@ -49,3 +49,69 @@ def test_missing_data_is_one_line_error(tmp_path):
     result = run_cli("--data-root", str(tmp_path / "nothing"), "--no-download", "--dataset", "fashion_mnist")
     assert result.returncode == 2 and "fashion_mnist not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_save_and_tracking_uri_write_the_same_loadable_student(mnist_root, mnist, tmp_path, capsys):
+    """--save DIR and --tracking-uri: a state dict, a config, and one self-contained MLflow model
+    (saved in DIR and logged on an MLflow run) that reproduce the run's test accuracy."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from models import build_model
+    from study.mlflow_models import _tracking_uri
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher", "none",
+                 "--student", "mlp_2", "--epochs", "1", "--train-subset", "300", "--save", str(tmp_path / "student"),
+                 "--tracking-uri", uri, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    tolerance = 1.5 / len(mnist.test_y)  # argmax ties under another batch size: at most one image
+
+    def accuracy(model, images):
+        with torch.no_grad():
+            return (model(images).argmax(1) == mnist.test_y).float().mean().item()
+
+    saved = tmp_path / "student"
+    config = json.loads((saved / "config.json").read_text())
+    assert config["student"] == "mlp_2" and config["variant"] == "no_kd" and config["input_shape"] == [1, 28, 28]
+    student = build_model("mlp_2", (1, 28, 28), 10).eval()
+    student.load_state_dict(torch.load(saved / "student.pt", weights_only=True))
+    assert abs(accuracy(lambda x: student(x).logits, mnist.test_x) - report["test_clean_acc"]) <= tolerance
+    from_folder = mlflow.pytorch.load_model(str(saved / "mlflow_model"))
+    assert abs(accuracy(from_folder, mnist.test_x.flatten(1)) - report["test_clean_acc"]) <= tolerance
+
+    client = MlflowClient(uri)
+    run = client.get_run(report["mlflow_run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "distill"
+    assert run.info.status == "FINISHED" and run.data.tags["leveled_kd.kind"] == "distill"
+    assert run.data.params["student"] == "mlp_2" and run.data.params["variant"] == "no_kd"
+    assert run.data.metrics["test_clean_acc"] == pytest.approx(report["test_clean_acc"])
+    assert "test_acc_shift/dx_2_dy_0" in run.data.metrics
+    assert report["mlflow_model_uri"] == f"runs:/{run.info.run_id}/model"
+    with _tracking_uri(uri):
+        logged = mlflow.pytorch.load_model(report["mlflow_model_uri"])
+    assert abs(accuracy(logged, mnist.test_x.flatten(1)) - report["test_clean_acc"]) <= tolerance
+
+
+def test_experiment_flag_chooses_the_mlflow_experiment(mnist_root, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher", "none",
+                 "--student", "mlp_2", "--epochs", "1", "--train-subset", "200", "--tracking-uri", uri,
+                 "--experiment", "my-runs", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    client = MlflowClient(uri)
+    assert client.get_run(report["mlflow_run_id"]).info.experiment_id == \
+        client.get_experiment_by_name("my-runs").experiment_id
+    assert "saved" not in report  # no --save: nothing written but the run
+
+
+def test_unreachable_tracking_server_fails_before_training(mnist_root, tmp_path):
+    from helpers import free_port
+
+    result = run_cli("--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher",
+                     "none", "--epochs", "1", "--tracking-uri", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode != 0 and "cannot reach the MLflow tracking server" in result.stderr
+    assert "epoch 1/1" not in result.stdout and "Traceback" not in result.stderr

@@ -137,3 +137,47 @@ def test_list_spaces_and_dry_run_plan():
     assert plan.returncode == 0
     assert "planned_trials" in plan.stdout and "21" in plan.stdout  # 18 grid points + 3 baselines (one per seed)
     assert "teacher_snapshots_used  [2500, 25000]" in plan.stdout
+
+
+def test_arms_cross_with_seeds_and_drop_beyond_the_budget():
+    import optuna
+
+    space = load_space("inductive_bias").resolve_steps(2500)
+    assert set(space.arms) == {"cnn_early", "cnn_weak", "mlp_weak", "cnn_weak_soft_only"}  # 25k arms dropped
+    assert space.teacher_caches_used() == [("cnn_1", 250), ("cnn_1", 2500), ("mlp_1", 2500)]
+    assert {s.key for s in space.teacher_specs("mnist")} == {f"mnist/{a}/seed-{s}" for a in ("cnn_1", "mlp_1")
+                                                             for s in (0, 1, 2)}
+    assert space.grid_size() == 4 * 3 * 3
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
+    seen = set()
+
+    def objective(trial):
+        config = {**space.suggest(trial), **trial.params}
+        spec = run_spec(config, dataset="mnist", epochs=1, train_subset=None)
+        arm = space.arms[config["arm"]]
+        assert spec.teachers[0].arch == arm["teachers"] and spec.teachers[0].step == arm["teacher_step"]
+        assert spec.teachers[0].seed == config["teacher_seed"]
+        assert spec.alpha == arm.get("alpha", 0.5)
+        seen.add((config["arm"], config["teacher_seed"], config["seed"]))
+        return 0.0
+
+    study.optimize(objective, n_trials=space.grid_size())
+    assert len(seen) == space.grid_size()
+
+
+def test_roles_come_from_the_registry_not_the_name():
+    from study.spaces import Space
+
+    Space.from_dict("mlp_teacher", {"fixed": {"teachers": "mlp_1", "student": "mlp_2"}})  # the control arm
+    with pytest.raises(SpaceError, match="student="):
+        Space.from_dict("cnn_student", {"fixed": {"teachers": "cnn_1", "student": "cnn_1"}})
+    with pytest.raises(SpaceError, match="teacher_seed"):
+        Space.from_dict("bad_seed", {"fixed": {"teachers": "cnn_1", "teacher_seed": -1}})
+
+
+def test_set_with_a_list_searches_those_choices():
+    space = load_space("inductive_bias").with_overrides(["seed=[0,1]", "teacher_seed=[2]"])
+    assert space.params["seed"].choices == (0, 1) and space.params["teacher_seed"].choices == (2,)
+    assert space.resolve_steps(2500).grid_size() == 4 * 2 * 1
+    with pytest.raises(SpaceError, match="seed"):
+        load_space("inductive_bias").with_overrides(["seed=[0,-1]"])

@@ -34,7 +34,11 @@ def test_mlflow_holds_study_teacher_and_trial_runs(tiny_study):
     (teacher,) = runs["teacher"]
     trials = runs["trial"]
     assert len(trials) == 4  # 3 search trials + the no-KD baseline
-    assert sum(t.data.params.get("config/baseline") == "True" for t in trials) == 1
+    assert sum(t.data.params.get("baseline") == "True" for t in trials) == 1
+    assert not [k for t in trials for k in t.data.params if k.startswith("config/")]  # one name per hyperparameter
+    for run in [parent, teacher, *trials]:  # filterable across studies
+        assert run.data.tags["leveled_kd.study"] == "leveled_kd-mnist" and run.data.tags["leveled_kd.space"] == "leveled_kd"
+    assert teacher.info.end_time > teacher.info.start_time  # the bank's real training time
     parent_id = parent.info.run_id
     assert teacher.data.tags["mlflow.parentRunId"] == parent_id
     assert sorted(m.step for m in client.get_metric_history(teacher.info.run_id, "clean_acc")) == [50, 100]
@@ -46,8 +50,10 @@ def test_mlflow_holds_study_teacher_and_trial_runs(tiny_study):
         assert trial.data.tags["state"] == "completed" and trial.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(parent_id, "reports")}
     assert {"reports/trials.csv", "reports/optimization_history.html", "reports/param_importances.html"} <= artifacts
-    best = [t for t in trials if client.list_artifacts(t.info.run_id, "model")]
-    assert best, "the best trials' students are logged as artifacts"
+    models = client.search_logged_models([parent.info.experiment_id])
+    assert models and {m.source_run_id for m in models} <= {t.info.run_id for t in trials}
+    (version,) = client.search_model_versions("name = 'leveled-kd-leveled_kd-mnist'")
+    assert version.run_id in {m.source_run_id for m in models} and "test_translated_acc" in version.tags
 
 
 def test_reports_are_written_and_summary_printed(tiny_study):
@@ -116,6 +122,9 @@ def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):
         assert len(runs["study"]) == 1 and len(runs["teacher"]) == 1 and len(runs["trial"]) == 2
         parent = runs["study"][0].info.run_id
         assert any(a.path == "reports/trials.csv" for a in client.list_artifacts(parent, "reports"))
+        # quiet: no "View run ... at <url>" line per run; the hint fits a server (no `mlflow ui` to start)
+        assert "View run" not in result.stdout + result.stderr
+        assert f"browse: open {uri}" in result.stderr and "mlflow ui" not in result.stderr
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -126,3 +135,42 @@ def test_unreachable_tracking_server_is_one_line_error(mnist_root, bank_dir, tmp
                        timeout=120)
     assert result.returncode == 2 and "cannot reach the MLflow tracking server" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_asha_pruned_trials_are_pruned_in_optuna_and_mlflow(mnist_root, bank_dir, tmp_path):
+    """The default (ASHA) study: a trial ASHA stops is PRUNED in Optuna, with its per-epoch objective
+    as intermediate values, and ``state=pruned`` in MLflow; a trial that ran its course is COMPLETE
+    with its final value. (Ray's own OptunaSearch told stopped trials to Optuna as COMPLETE.)"""
+    import optuna
+
+    max_epochs = 3
+    result = run_study(*study_args(mnist_root, bank_dir, tmp_path, "--num-samples", "6", "--max-epochs",
+                                   str(max_epochs)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="leveled_kd-mnist", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 6 and set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert states.count(optuna.trial.TrialState.PRUNED) >= 1, "ASHA (grace 1, reduction 2) pruned nothing"
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 1
+
+    client, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "leveled_kd-mnist")
+    by_trial = {r.data.tags["leveled_kd.trial_id"]: r for r in runs["trial"]}
+    for trial in study.trials:
+        run = by_trial[trial.user_attrs["tune_trial_id"]]
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_translated_acc")}
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert run.data.tags["state"] == "pruned"
+            assert trial.intermediate_values == history  # every epoch it ran, the stopping one included
+            assert max(history) < max_epochs and "test_translated_acc" not in run.data.metrics
+            assert trial.value == trial.intermediate_values[max(history)]
+        else:
+            assert run.data.tags["state"] == "completed"
+            assert trial.value == history[max(history)] and "test_translated_acc" in run.data.metrics
+    baseline = [r for r in runs["trial"] if r.info.run_name.startswith("baseline")]
+    assert [r.data.tags["state"] for r in baseline] == ["completed"]  # never stopped by ASHA
+
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "studies" / "leveled_kd-mnist" / "reports" / "trials.csv")
+    assert dict(zip(table["trial_id"].astype(str), table["state"])) == {
+        tid: r.data.tags["state"] for tid, r in by_trial.items()}

@@ -5,6 +5,7 @@ import torch
 
 from study import teachers as teachers_module
 from study.teachers import SnapshotError, TeacherBank, TeacherSpec, is_snapshot_step, sha256, snapshot_steps
+from study.trainer import inference_model
 
 
 def test_snapshot_schedule_exactly():
@@ -67,9 +68,9 @@ def test_output_cache_is_computed_once_and_matches_the_teacher(bank, mnist, monk
     logits, features = bank.outputs(100, mnist, device="cpu")  # every training image
     assert logits.shape == (len(mnist.train_x), 10) and features.shape == (len(mnist.train_x), 8)
     teacher = bank.load(100, mnist)
-    with torch.inference_mode():
-        expected = teacher(mnist.train_x[:64])
-    torch.testing.assert_close(logits[:64], expected.logits, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():  # the cache runs the teacher in the bank's precision (bf16 on bf16 CPUs)
+        expected = inference_model(teacher, "cpu", bank.manifest()["precision"])(mnist.train_x[:64])
+    torch.testing.assert_close(logits[:64], expected.logits.float(), rtol=1e-4, atol=1e-4)
     assert bank.outputs_path(100).is_file()
     subset = torch.arange(10, 50)
     sub_logits, _ = bank.outputs(100, mnist, subset, device="cpu")
@@ -86,3 +87,99 @@ def test_label_smoothed_teacher_is_a_separate_bank(tmp_path):
     plain = TeacherBank(tmp_path, TeacherSpec("mnist", "cnn_1"))
     smooth = TeacherBank(tmp_path, TeacherSpec("mnist", "cnn_1", label_smoothing=0.1))
     assert plain.dir != smooth.dir and "ls0.1" in str(smooth.dir)
+
+
+# ----------------------------------------------------------------------------- format and locking
+
+def test_bank_without_a_format_is_upgraded_not_misread(bank, mnist, monkeypatch):
+    """A bank written before formats existed keeps its snapshots (extended, not retrained) and
+    recomputes its caches, which predate the cache format, instead of trusting them."""
+    logits, _ = bank.outputs(100, mnist, device="cpu")
+    legacy = json.loads(bank.manifest_path.read_text())
+    assert legacy.pop("format") == teachers_module.MANIFEST_FORMAT
+    bank.manifest_path.write_text(json.dumps(legacy))
+    cache = torch.load(bank.outputs_path(100), weights_only=True)
+    del cache["format"]
+    torch.save(cache, bank.outputs_path(100))  # a legacy cache: no format (and a hash the manifest forgets)
+
+    assert bank.steps() == [50, 100] and "outputs" not in bank.record(100)
+    monkeypatch.setattr(teachers_module.Trainer, "fit", lambda *a, **k: pytest.fail("the bank was retrained"))
+    assert bank.ensure(mnist, max_steps=100) == [50, 100]
+    again, _ = bank.outputs(100, mnist, device="cpu")  # recomputed from the kept snapshot
+    torch.testing.assert_close(again, logits)
+    written = json.loads(bank.manifest_path.read_text())
+    assert written["format"] == teachers_module.MANIFEST_FORMAT and "all" in written["snapshots"]["100"]["outputs"]
+    assert torch.load(bank.outputs_path(100), weights_only=True)["format"] == teachers_module.CACHE_FORMAT
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"format": 99, "snapshots": {}}, "newer leveled-kd \\(bank format 99"),
+    ({"format": "two", "snapshots": {}}, "unknown manifest format"),
+    ({"steps": [50]}, "not a teacher-bank manifest"),
+])
+def test_manifest_of_another_format_is_refused(tmp_path, content, message):
+    bank = TeacherBank(tmp_path, TeacherSpec("mnist", "tiny_cnn"))
+    bank.dir.mkdir(parents=True)
+    bank.manifest_path.write_text(json.dumps(content))
+    with pytest.raises(SnapshotError, match=message):
+        bank.steps()
+
+
+CONCURRENT_BANK_USER = """
+import sys, torch
+sys.path.insert(0, sys.argv[3])
+import conftest  # registers tiny_cnn
+from study.data import load_dataset
+from study.teachers import TeacherBank, TeacherSpec
+
+root, worker = sys.argv[1], int(sys.argv[2])
+data = load_dataset("mnist", sys.argv[4], download=False)
+bank = TeacherBank(root, TeacherSpec("mnist", "tiny_cnn"), eval_images=50)
+bank.ensure(data, max_steps=150, device="cpu", progress=lambda m: print(m, flush=True))
+for i in range(12):  # many small caches: many manifest read-modify-writes racing the other process's
+    bank.outputs(150, data, torch.arange(worker * 100 + i, worker * 100 + i + 20), device="cpu")
+"""
+
+
+def test_two_processes_extending_and_caching_one_bank_lose_nothing(bank, mnist_root, tmp_path):
+    """Both extend the bank to step 150 (one trains, the other waits and reuses it) and each caches
+    12 subsets: every snapshot and all 24 caches end up in the manifest, each file matching its hash."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "use_bank.py"
+    script.write_text(CONCURRENT_BANK_USER)
+    tests_dir = Path(__file__).parent
+    root = bank.dir.parents[2]
+    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(w), str(tests_dir), str(mnist_root)],
+                              cwd=tests_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for w in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    trained = [out.count("tiny_cnn/seed-0 step 150") for out, _ in outs]
+    assert sorted(trained) == [0, 1], outs  # trained once; the other process waited and reused it
+    manifest = json.loads(bank.manifest_path.read_text())
+    assert sorted(map(int, manifest["snapshots"])) == [50, 100, 150]
+    caches = manifest["snapshots"]["150"]["outputs"]
+    assert len(caches) == 24
+    for tag, digest in caches.items():
+        assert sha256(bank.dir / f"step-000150.outputs-{tag}.pt") == digest
+    assert sha256(bank.snapshot_path(150)) == manifest["snapshots"]["150"]["sha256"]
+    assert not list(bank.dir.glob("*.tmp"))
+
+
+def test_bank_records_its_precision_and_an_extension_keeps_it(tmp_path, mnist):
+    spec = TeacherSpec("mnist", "tiny_cnn")
+    bank = TeacherBank(tmp_path / "a", spec, eval_images=50)
+    bank.ensure(mnist, max_steps=50, device="cpu", precision="bf16")
+    assert bank.manifest()["precision"] == "bf16"
+    bank.ensure(mnist, max_steps=100, device="cpu", precision="fp32")  # continues in bf16, exactly
+    assert bank.manifest()["precision"] == "bf16"
+    straight = TeacherBank(tmp_path / "b", spec, eval_images=50)
+    straight.ensure(mnist, max_steps=100, device="cpu", precision="bf16")
+    for pa, pb in zip(bank.load(100, mnist).state_dict().values(), straight.load(100, mnist).state_dict().values()):
+        assert torch.equal(pa, pb)
+    _, features = bank.outputs(100, mnist, torch.arange(20), device="cpu", precision="fp32")
+    cached = torch.load(bank.outputs_path(100, torch.arange(20)), weights_only=True)
+    assert cached["precision"] == "fp32" and features.dtype == torch.float32

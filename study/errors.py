@@ -1,0 +1,55 @@
+"""The project's one error type for mistakes a *user* can make (flags, files, servers, data).
+
+Why a base class: the command lines (``run_study.py``, ``python -m study.distill``) print a
+``UserError`` as one line and exit 2, and *only* a ``UserError``; any other exception is a bug
+in the project and keeps its traceback. Catching ``ValueError``/``KeyError`` wholesale used to
+turn programming errors into misleading one-line "user errors".
+
+Subclasses keep their historical bases too (``SpaceError`` is still a ``ValueError``,
+``TrackingError`` a ``ConnectionError``...), so code that catches those keeps working.
+"""
+from __future__ import annotations
+
+import socket
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says what and how (one line, no traceback)."""
+
+
+class InputError(UserError, ValueError):
+    """A command-line value is invalid (out of range, inconsistent with another flag, ...)."""
+
+
+def check_device(preference: str) -> None:
+    """Fail up front, in one line, for a ``--device`` this machine cannot provide.
+
+    Why here and not in the trainer: the trainer raises a plain ``RuntimeError`` deep inside a
+    run (a traceback, and after data loading); the command lines call this before any work.
+    """
+    import torch
+
+    if preference == "auto":
+        return
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {preference!r} is not a device; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: this machine has no CUDA GPU (use --device auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {preference}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif device.type not in ("cpu", "mps"):
+        raise InputError(f"--device {preference!r}: unsupported device type; use auto, cpu or cuda[:N]")
+
+
+def check_reachable(host: str, port: int, what: str, timeout: float = 3.0) -> None:
+    """A short TCP connect: an address nobody answers on fails in seconds, before a client
+    library (Ray, MLflow) retries for a minute and prints its own logs."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"{what} {host}:{port} does not answer ({reason}); is it running and reachable?") from None

@@ -1,0 +1,152 @@
+"""Bad input to both command lines is one line on stderr and exit code 2, fast, before anything is
+created; a bug in the project (any other exception) keeps its traceback.
+
+Most cases call ``main()`` in-process through ``study.cli.run_cli`` (what the scripts run); a few
+run the real scripts, to check what a user sees: the exit code, no traceback, no Ray log lines.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import ROOT, free_port
+
+import run_study
+from study import distill
+from study.cli import run_cli
+
+
+def _bank_manifest(bank_dir, content: str) -> None:
+    folder = bank_dir / "mnist" / "cnn_1" / "seed-0"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(content)
+
+
+def _corrupt_snapshot(output_dir) -> None:
+    """A bank whose manifest lists step 50, but whose weights file does not match its sha256."""
+    folder = output_dir / "teachers" / "mnist" / "cnn_1" / "seed-0"
+    folder.mkdir(parents=True)
+    (folder / "step-000050.pt").write_bytes(b"not torch weights")
+    record = {"file": "step-000050.pt", "sha256": "0" * 64, "clean_acc": 0.5, "translated_acc": 0.2,
+              "eval_images": 10}
+    (folder / "manifest.json").write_text(json.dumps({"format": 2, "snapshots": {"50": record}}))
+
+
+def _bad_yaml(tmp) -> str:
+    path = tmp / "broken.yaml"
+    path.write_text("description: x\nparams: {alpha: {float: [0, 1]}\n")
+    return str(path)
+
+
+def _unknown_section(tmp) -> str:
+    path = tmp / "odd.yaml"
+    path.write_text("description: x\nsampler: tpe\nfixed: {teachers: cnn_1}\nsearch_me: {}\n")
+    return str(path)
+
+
+def _dead_port(_tmp) -> str:
+    return str(free_port())
+
+
+# (id, argv builder, expected message part). Builders get tmp_path; "{data}" is the tiny MNIST root.
+STUDY_CASES = [
+    ("unknown-space", lambda t: ["--space", "nope", "--dry-run"], "unknown space 'nope'"),
+    ("space-file-missing", lambda t: ["--space", str(t / "none.yaml"), "--dry-run"], "does not exist"),
+    ("space-bad-yaml", lambda t: ["--space", _bad_yaml(t), "--dry-run"], "is not valid YAML"),
+    ("space-unknown-section", lambda t: ["--space", _unknown_section(t), "--dry-run"], "unknown section"),
+    ("set-out-of-range", lambda t: ["--set", "alpha=2", "--dry-run"], "out of range"),
+    ("set-unknown-key", lambda t: ["--set", "learning_rate=1", "--dry-run"], "unknown key"),
+    ("set-no-equals", lambda t: ["--set", "alpha", "--dry-run"], "expects key=value"),
+    ("max-epochs-0", lambda t: ["--max-epochs", "0", "--dry-run"], "--max-epochs must be >= 1"),
+    ("num-samples-0", lambda t: ["--num-samples", "0", "--dry-run"], "--num-samples must be >= 1"),
+    ("num-samples-over-grid", lambda t: ["--space", "kd_types", "--num-samples", "999", "--dry-run"],
+     "exceeds the grid"),
+    ("teacher-steps-too-few", lambda t: ["--teacher-steps", "10", "--dry-run"], ">= 50"),
+    ("train-subset-negative", lambda t: ["--train-subset", "-1", "--dry-run"], "--train-subset must be >= 0"),
+    ("cpus-per-trial-0", lambda t: ["--cpus-per-trial", "0", "--dry-run"], "--cpus-per-trial must be > 0"),
+    ("max-failures-negative", lambda t: ["--max-failures", "-1", "--dry-run"], ">= 0"),
+    ("device-cuda-no-gpu", lambda t: ["--device", "cuda", "--gpus-per-trial", "1", "--dry-run"], "no CUDA GPU"),
+    ("device-unknown", lambda t: ["--device", "tpu", "--dry-run"], "is not a device"),
+    ("address-malformed", lambda t: ["--address", "head-node"], "use auto, HOST:PORT"),
+    ("address-not-answering", lambda t: ["--address", f"127.0.0.1:{_dead_port(t)}"], "does not answer"),
+    ("tracking-server-down", lambda t: ["--tracking-uri", f"http://127.0.0.1:{_dead_port(t)}"],
+     "cannot reach the MLflow tracking server"),
+    ("optuna-url-malformed", lambda t: ["--optuna-storage", "not a url"], "not a database URL"),
+    ("data-missing", lambda t: ["--data-root", str(t / "no-data")], "mnist not found"),
+    ("val-images-negative", lambda t: ["--val-images", "-1", "--dry-run"], "--val-images must be >= 0"),
+    ("bank-manifest-corrupted", lambda t: (_bank_manifest(t / "bank", "{not json"), [])[1], "corrupted manifest"),
+    ("bank-from-newer-version", lambda t: (_bank_manifest(t / "bank", '{"format": 9, "snapshots": {}}'), [])[1],
+     "newer leveled-kd"),
+    ("resume-nothing", lambda t: ["--resume"], "nothing to resume"),
+]
+
+DISTILL_CASES = [
+    ("alpha-out-of-range", lambda t: ["--alpha", "2"], "alpha must be in [0, 1]"),
+    ("temperature-zero", lambda t: ["--temperature", "0"], "temperature must be positive"),
+    ("negative-scale", lambda t: ["--s-fm", "-1"], "s_kl and s_fm must be >= 0"),
+    ("epochs-0", lambda t: ["--epochs", "0"], "--epochs and --train-subset must be >= 1"),
+    ("device-cuda-no-gpu", lambda t: ["--device", "cuda"], "no CUDA GPU"),
+    ("teacher-unknown", lambda t: ["--teacher", "resnet"], "valid choices"),
+    ("teacher-steps-mismatch", lambda t: ["--teacher", "cnn_1,cnn_2", "--teacher-step", "50"],
+     "one --teacher-step per teacher"),
+    ("not-a-snapshot-step", lambda t: ["--teacher-step", "75"], "not a snapshot step"),
+    ("train-subset-0", lambda t: ["--train-subset", "0"], "--epochs and --train-subset must be >= 1"),
+    ("data-missing", lambda t: ["--data-root", str(t / "no-data")], "mnist not found"),
+    ("snapshot-corrupted", lambda t: (_corrupt_snapshot(t / "out"), ["--teacher-step", "50"])[1],
+     "does not match the sha256"),
+]
+
+
+def _one_line_error(code: int, err: str, message: str) -> None:
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert message in err, err
+
+
+@pytest.mark.parametrize("build, message", [c[1:] for c in STUDY_CASES], ids=[c[0] for c in STUDY_CASES])
+def test_run_study_bad_input(build, message, tmp_path, mnist_root, capsys):
+    argv = ["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path / "out"),
+            "--bank-dir", str(tmp_path / "bank"), "--set", "teachers=cnn_1", "--teacher-steps", "100",
+            "--num-cpus", "1", *build(tmp_path)]
+    started = time.monotonic()
+    code = run_cli(run_study.main, argv)
+    _one_line_error(code, capsys.readouterr().err, message)
+    assert time.monotonic() - started < 15
+    assert not (tmp_path / "out" / "mlflow.db").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize("build, message", [c[1:] for c in DISTILL_CASES], ids=[c[0] for c in DISTILL_CASES])
+def test_distill_bad_input(build, message, tmp_path, mnist_root, capsys):
+    argv = ["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path / "out"), "--epochs", "1",
+            "--teacher-step", "50", *build(tmp_path)]
+    started = time.monotonic()
+    code = run_cli(distill.main, argv)
+    _one_line_error(code, capsys.readouterr().err, message)
+    assert time.monotonic() - started < 15
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    """A KeyError/ValueError from the project's own code is not the user's fault: full traceback, exit 1."""
+    def buggy(argv):
+        return {"expected": 1}["missing"]
+
+    assert run_cli(buggy, []) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'missing'" in err and "this is a bug in leveled-kd" in err
+
+
+@pytest.mark.parametrize("command, message", [
+    ([sys.executable, "run_study.py", "--device", "cuda", "--gpus-per-trial", "1", "--dry-run"], "no CUDA GPU"),
+    ([sys.executable, "-m", "study.distill", "--device", "cuda"], "no CUDA GPU"),
+    ([sys.executable, "run_study.py", "--address", "127.0.0.1:{port}", "--output-dir", "{tmp}"], "does not answer"),
+], ids=["run_study-cuda", "distill-cuda", "run_study-address"])
+def test_scripts_print_one_line_and_exit_2(command, message, tmp_path):
+    """The real scripts: exit code 2, one line, no traceback and no Ray log lines, in seconds."""
+    command = [part.format(port=free_port(), tmp=tmp_path) for part in command]
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    _one_line_error(result.returncode, result.stderr, message)
+    assert result.stdout == "" and time.monotonic() - started < 30
