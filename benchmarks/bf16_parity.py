@@ -1,13 +1,17 @@
-"""Accuracy parity of bf16 vs fp32 teacher training: CNN_1, several seeds, clean and translated accuracy.
+"""Accuracy parity of bf16 vs fp32 training: CNN_1 teachers (and MLP students), several seeds.
 
-    python benchmarks/bf16_parity.py --data-root /work/data [--steps 2500] [--seeds 0 1 2] [--test-images 2000]
+    python benchmarks/bf16_parity.py --data-root /work/data [--steps 1000 2500] [--seeds 0 1 2] \
+        [--test-images 2000] [--student-epochs 2]
 
 Each (seed, precision) teacher is trained exactly as a teacher bank trains it
 (same split, init, loss and TrainConfig; see study.teachers.TeacherBank.ensure),
 but without the bank's snapshots, whose evaluations would cost more than the
-comparison needs. Every teacher is then scored on the first ``--test-images`` test
-images under all 33 shifts twice: in fp32 and in bf16 inference (what snapshot
-scoring and teacher-output caches use under ``--precision bf16``).
+comparison needs. Every teacher is scored on the first ``--test-images`` test
+images under all 33 shifts: fp32 teachers in fp32, bf16 teachers in fp32 and in
+bf16 inference (what snapshot scoring and teacher-output caches use under
+``--precision bf16``). ``--student-epochs N`` adds MLP students without KD, N epochs
+on the 54k training split, trained and scored in each precision (``precision=auto``
+applies to trials too).
 
 Resumable: each teacher keeps a checkpoint every 500 steps and a result per
 scored step count under ``--work-dir``; rerunning skips what is done and continues
@@ -38,6 +42,7 @@ import torch  # noqa: E402
 from losses import LeveledKDConfig, LeveledKDLoss  # noqa: E402
 from models import build_model  # noqa: E402
 from study.data import ImageData, load_dataset, shift_grid, train_val_split  # noqa: E402
+from study.distillation import RunSpec, build_trainer  # noqa: E402
 from study.evaluation import translation_accuracy  # noqa: E402
 from study.runtime import cpu_flags, inference_model  # noqa: E402
 from study.trainer import AtSteps, TrainConfig, Trainer, seed_everything  # noqa: E402
@@ -71,8 +76,8 @@ def run_one(data: ImageData, args: argparse.Namespace, seed: int, precision: str
     """
     name = f"{args.arch}-seed{seed}-{precision}"
     result_path, ckpt_path = args.work_dir / f"{name}-{steps}.json", args.work_dir / f"{name}.pt"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
+    if result_path.is_file() or args.report_only:
+        return json.loads(result_path.read_text()) if result_path.is_file() else None
     trainer = teacher_trainer(data, args.arch, seed, steps, precision)
     previous = {"train_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "steps_timed": 0}
     if ckpt_path.is_file():
@@ -115,16 +120,43 @@ def run_one(data: ImageData, args: argparse.Namespace, seed: int, precision: str
     return record
 
 
+def student_run(data: ImageData, args: argparse.Namespace, seed: int, precision: str) -> dict:
+    """An MLP student without KD for ``--student-epochs`` on the 54k training split, trained and scored
+    in ``precision`` (what ``precision=auto`` does to every trial on a bf16 CPU)."""
+    name = f"{args.student}-seed{seed}-{precision}-e{args.student_epochs}"
+    result_path = args.work_dir / f"{name}.json"
+    if result_path.is_file() or args.report_only:
+        return json.loads(result_path.read_text()) if result_path.is_file() else None
+    trainer = build_trainer(RunSpec(student=args.student, epochs=args.student_epochs, seed=seed), data,
+                            train_val_split(data), device="cpu")
+    trainer.precision = precision
+    started, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    trainer.fit()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    result = trainer.evaluate(data.test_x[:args.test_images], data.test_y[:args.test_images], shift_grid(), data.fill)
+    record = {"arch": args.student, "seed": seed, "precision": precision, "steps": trainer.step,
+              "epochs": args.student_epochs, "train_s": time.perf_counter() - started,
+              "ms_per_step": 1000 * (time.perf_counter() - started) / trainer.step,
+              "cpu_ms_per_step": 1000 * cpu_s / trainer.step,
+              "eval": {precision: {"clean_acc": result.clean_acc, "translated_acc": result.translated_acc}}}
+    result_path.write_text(json.dumps(record, indent=2))
+    return record
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(records: list[dict], precisions: list[str], steps: int) -> dict:
+def summarize(records: list[dict], precisions: list[str], steps: int, label: str = "") -> dict:
     """Mean +- std over seeds per (training precision, inference precision) at ``steps``; the verdict
     compares the bf16-vs-fp32 difference of means with the seed-to-seed spread."""
     rows = []
+    at_steps = [r for r in records if r["steps"] == steps]
+    # compare like with like: only seeds finished in every precision
+    common = set.intersection(*({r["seed"] for r in at_steps if r["precision"] == p} for p in precisions))
     for precision in precisions:
-        runs = [r for r in records if r["precision"] == precision and r["steps"] == steps]
+        runs = [r for r in at_steps if r["precision"] == precision and r["seed"] in common]
         for inference in ("fp32", "bf16"):
             scored = [r for r in runs if inference in r["eval"]]
             if not scored:
@@ -142,15 +174,21 @@ def summarize(records: list[dict], precisions: list[str], steps: int) -> dict:
         for metric in ("clean", "translated"):
             diff = b[metric][0] - a[metric][0]
             noise = max(a[metric][1], b[metric][1])
+            # both precisions of a seed share its init and batch order: the per-seed differences say more
+            paired = [vb - va for va, vb in zip(a[f"{metric}_per_seed"], b[f"{metric}_per_seed"])]
             verdict[metric] = {"bf16_minus_fp32": diff, "seed_std": noise,
-                               "within_seed_noise": abs(diff) <= 2 * noise if len(a["seeds"]) > 1 else None}
+                               "within_seed_noise": abs(diff) <= 2 * noise if len(a["seeds"]) > 1 else None,
+                               "paired_diffs": paired, "paired_std": mean_std(paired)[1]}
         verdict["train_cpu_time_ratio_fp32_over_bf16"] = a["cpu_ms_per_step"] / b["cpu_ms_per_step"]
-    return {"steps": steps, "rows": rows, "verdict": verdict}
+    return {"model": label, "steps": steps, "rows": rows, "verdict": verdict}
 
 
 def print_table(summary: dict, args: argparse.Namespace) -> None:
-    print(f"\n{args.arch} at {summary['steps']} steps, {args.test_images} test images x 33 shifts "
+    print(f"\n{summary['model']} at {summary['steps']} steps, {args.test_images} test images x 33 shifts "
           f"(mean +- std over seeds; CPU ms/step = user+sys per step, robust to other load)")
+    if not summary["rows"]:
+        print("(no seed finished in every precision yet)")
+        return
     header = f"{'train':>5} {'infer':>5} {'seeds':>7}  {'clean acc':>17}  {'translated acc':>17}  {'CPU ms/step':>11}"
     print(header)
     print("-" * len(header))
@@ -160,9 +198,10 @@ def print_table(summary: dict, args: argparse.Namespace) -> None:
               f"{r['cpu_ms_per_step']:>11.1f}")
     for metric, v in summary["verdict"].items():
         if isinstance(v, dict):
-            within = {True: "within", False: "OUTSIDE", None: "(one seed: no noise estimate)"}[v["within_seed_noise"]]
-            print(f"{metric}: bf16 - fp32 = {v['bf16_minus_fp32']:+.4f}, seed std {v['seed_std']:.4f} -> "
-                  f"{within} seed noise (|diff| <= 2 std)")
+            verdict = {True: "within seed noise (|diff| <= 2 std)", False: "OUTSIDE seed noise (|diff| > 2 std)",
+                       None: "one seed: no noise estimate"}[v["within_seed_noise"]]
+            print(f"{metric}: bf16 - fp32 = {v['bf16_minus_fp32']:+.4f}, seed std {v['seed_std']:.4f} -> {verdict}; "
+                  f"per seed: {', '.join(f'{d:+.4f}' for d in v['paired_diffs'])}")
     ratio = summary["verdict"].get("train_cpu_time_ratio_fp32_over_bf16")
     if ratio:
         print(f"training CPU time per step, fp32 / bf16: {ratio:.2f}x")
@@ -177,6 +216,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--test-images", type=int, default=2000)
+    p.add_argument("--student", default="mlp_1")
+    p.add_argument("--student-epochs", type=int, default=0,
+                   help="also compare MLP students without KD trained this many epochs (0: no student comparison)")
+    p.add_argument("--skip-teachers", action="store_true", help="only the student comparison")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: tables from the finished runs in --work-dir (unfinished ones are left out)")
     p.add_argument("--work-dir", type=Path, default=Path("runs/bf16_parity"), help="checkpoints and per-run results")
     p.add_argument("--json", default="benchmarks/results/bf16_parity.json")
     args = p.parse_args()
@@ -184,13 +229,23 @@ def main() -> None:
 
     info = machine_info()
     data = load_dataset("mnist", args.data_root, download=False)
-    records = []
-    for steps in sorted(args.steps):
+    records, summaries = [], []
+    for seed in args.seeds if args.student_epochs else ():
+        for precision in args.precisions:
+            print(f"{args.student} seed {seed} {precision}, {args.student_epochs} epochs...", file=sys.stderr, flush=True)
+            records.append(student_run(data, args, seed, precision))
+    records = [r for r in records if r is not None]
+    if records:
+        summaries.append(summarize(records, args.precisions, records[0]["steps"],
+                                   f"{args.student} (no KD, {args.student_epochs} epochs)"))
+    for steps in [] if args.skip_teachers else sorted(args.steps):
         for seed in args.seeds:
             for precision in args.precisions:
                 print(f"{args.arch} seed {seed} {precision} to {steps} steps...", file=sys.stderr, flush=True)
                 records.append(run_one(data, args, seed, precision, steps))
-    summaries = [summarize(records, args.precisions, steps) for steps in sorted(args.steps)]
+    records = [r for r in records if r is not None]
+    summaries += [summarize([r for r in records if r["arch"] == args.arch], args.precisions, steps,
+                            f"{args.arch} teacher") for steps in ([] if args.skip_teachers else sorted(args.steps))]
     for summary in summaries:
         print_table(summary, args)
     out = ROOT / args.json

@@ -28,11 +28,14 @@ from study.findings import PRIMARY, SECONDARY, SELECT_ON
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: ``full`` trains students to convergence on the whole training split (at most 10 epochs, stopped
+#: after 2 without a gain in validation clean accuracy) and tests on all 10,000 test images, in fp32
+#: (bf16 parity is shown for teachers, not for students). ``quick`` is a smoke-sized rehearsal.
 BUDGETS = {
-    "quick": dict(teacher_steps=500, teacher_eval_images=100, train_subset=2000, max_epochs=2, val_images=500,
-                  test_images=1000),
-    "full": dict(teacher_steps=2500, teacher_eval_images=500, train_subset=10000, max_epochs=3, val_images=1000,
-                 test_images=2000),
+    "quick": dict(teacher_steps=500, teacher_eval_images=100, train_subset=2000, max_epochs=2, patience=0,
+                  val_images=500, test_images=1000, precision="fp32"),
+    "full": dict(teacher_steps=2500, teacher_eval_images=300, train_subset=0, max_epochs=10, patience=2,
+                 val_images=2000, test_images=0, precision="fp32"),
 }
 FINDING_SPACES = list(dict.fromkeys(f.space for f in findings.POSTER))
 CONTROL_SPACES = [findings.CONTROL_SPACE]
@@ -42,11 +45,20 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
     """Run (or resume, or reuse when finished) one study; returns its directory and wall seconds."""
     name = f"repro-{space}-{dataset}-{args.budget_name}"
     study_dir = Path(args.output_dir) / "studies" / name
+    if space in args.existing:  # --study SPACE=DIR: analyse a study that already ran
+        study_dir = Path(args.existing[space])
+        state = json.loads((study_dir / "study.json").read_text())
+        print(f"[reproduce] {space}: using {study_dir} (status {state.get('status')})", flush=True)
+        return study_dir, float(state.get("wall_seconds", 0))
     cmd = [sys.executable, "run_study.py", "--space", space, "--dataset", dataset, "--study-name", name,
            "--output-dir", args.output_dir, "--data-root", args.data_root, "--quiet",
            "--teacher-steps", str(budget["teacher_steps"]), "--train-subset", str(budget["train_subset"]),
            "--max-epochs", str(budget["max_epochs"]), "--val-images", str(budget["val_images"]),
-           "--test-images", str(budget["test_images"]), "--teacher-eval-images", str(budget["teacher_eval_images"])]
+           "--test-images", str(budget["test_images"]), "--teacher-eval-images", str(budget["teacher_eval_images"]),
+           "--patience", str(budget["patience"]), "--precision", budget["precision"]]
+    cmd += [f"--set={item}" for item in args.set or []]
+    if args.bank_dir:
+        cmd += ["--bank-dir", args.bank_dir]
     if args.no_download:
         cmd.append("--no-download")
     state = study_dir / "study.json"
@@ -141,12 +153,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--controls", action="store_true",
                    help=f"also run the {findings.CONTROL_SPACE} space (CNN vs MLP teachers; its arms use "
                         "snapshots up to 25,000 steps) and report its control cells")
+    p.add_argument("--spaces", nargs="+", default=None, help="only these spaces (default: every finding's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="passed to every study, e.g. --set 'seed=[0,1]' for two student seeds")
+    p.add_argument("--study", action="append", default=[], metavar="SPACE=DIR",
+                   help="analyse this existing study directory for SPACE instead of running it")
+    p.add_argument("--bank-dir", default=None, help="teacher banks (default: OUTPUT_DIR/teachers)")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap replicates per cell")
     p.add_argument("--data-root", default="data")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--output-dir", default="runs")
     p.add_argument("--docs", default="docs", help="where results/ goes")
     args = p.parse_args(argv)
+    args.existing = dict(item.split("=", 1) for item in args.study)
     args.budget_name = "quick" if args.quick else "full"
     budget = dict(BUDGETS[args.budget_name])
     if args.teacher_steps:
@@ -157,18 +176,22 @@ def main(argv: list[str] | None = None) -> None:
     walls: dict[str, float] = {}
     for dataset in args.datasets:
         dirs[dataset] = {}
-        for space in FINDING_SPACES + (CONTROL_SPACES if args.controls else []):
+        for space in args.spaces or FINDING_SPACES + (CONTROL_SPACES if args.controls else []):
             dirs[dataset][space], walls[f"{space}/{dataset}"] = run_space(space, dataset, budget, args)
-    cells = findings.analyse(dirs, n_boot=args.n_boot, controls=args.controls)
+    cells = findings.analyse(dirs, n_boot=args.n_boot, only_given=bool(args.spaces),
+                             controls=args.controls or findings.CONTROL_SPACE in (args.spaces or []))
     total = time.time() - started
     command = "python scripts/reproduce.py" + (" --quick" if args.quick else "") + \
         (f" --datasets {' '.join(args.datasets)}" if args.datasets != ["mnist"] else "") + \
         (f" --teacher-steps {args.teacher_steps}" if args.teacher_steps else "") + \
-        (" --controls" if args.controls else "")
+        (" --controls" if args.controls else "") + \
+        (f" --spaces {' '.join(args.spaces)}" if args.spaces else "") + \
+        "".join(f" --set '{item}'" for item in args.set or [])
     table = findings.verdict_table(cells)
     print(table[table["metric"] == PRIMARY].to_string(index=False))
     # one file pair per (budget, datasets): a quick run never overwrites the full run's tables
-    stem = Path(args.docs) / "results" / f"{args.budget_name}-{'-'.join(args.datasets)}"
+    spaces = f"-{'-'.join(args.spaces)}" if args.spaces else ""
+    stem = Path(args.docs) / "results" / f"{args.budget_name}-{'-'.join(args.datasets)}{spaces}"
     md_path, json_path = write_results(cells, stem, command, budget, walls, total)
     print(f"wrote {md_path}, {json_path} and {write_index(stem.parent)}")
 

@@ -327,14 +327,19 @@ def analyse_study(study_dir: Path, findings: Iterable[Finding], dataset: str,
 
 
 def analyse(study_dirs: Mapping[str, Mapping[str, Path]], n_boot: int = 10_000, seed: int = 0,
-            controls: bool = True) -> list[Cell]:
+            controls: bool = True, only_given: bool = False) -> list[Cell]:
     """All cells of a reproduction: ``study_dirs[dataset][space]`` -> cells with Holm-adjusted p
-    (one family per metric, across every finding and dataset) and verdicts on ``PRIMARY``."""
+    (one family per metric, across every finding and dataset) and verdicts on ``PRIMARY``.
+
+    A finding whose study is missing is a skipped cell, or left out with ``only_given`` (a run
+    that chose its spaces)."""
     cells: list[Cell] = []
     for dataset, dirs in study_dirs.items():
         for space in dict.fromkeys(f.space for f in POSTER):
             findings = [f for f in POSTER if f.space == space]
             if space not in dirs:
+                if only_given:
+                    continue
                 cells += [Cell(f.claim, dataset, space, f"{f.a.label} vs {f.b.label}", m, f.direction,
                                note=f"study {space!r} not run") for f in findings for m in (PRIMARY, *SECONDARY)]
                 continue

@@ -11,8 +11,8 @@ Design choices and why:
 - Device is chosen automatically. ``precision`` (``auto`` / ``fp32`` / ``bf16``)
   decides whether the forward pass runs under bfloat16 autocast (no loss scaling
   needed): ``auto`` is bf16 on CUDA and on CPUs with native bf16 instructions,
-  where a CNN step is ~1.8x faster (study/runtime.py says why and how it is
-  detected). cuDNN autotuning is on for CUDA. On CPU runs are seeded and
+  where a CNN_1 step costs half the CPU time of the old fp32 step
+  (benchmarks/teacher_speed.py; study/runtime.py says how it is detected). cuDNN autotuning is on for CUDA. On CPU runs are seeded and
   deterministic in either precision, and a checkpoint records its precision so a
   resumed run continues in the precision it started with.
 - Speed settings that are free: fused AdamW (one pass over the parameters instead
