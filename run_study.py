@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--patience", type=int, default=2,
                         help="stop a student after this many epochs without a gain in validation clean accuracy "
                              "(0 = always train --max-epochs)")
-    budget.add_argument("--train-subset", type=int, default=5000, help="student training images (0 = all)")
+    budget.add_argument("--train-subset", type=int, default=0,
+                        help="student training images (0 = the whole training split)")
     budget.add_argument("--teacher-steps", type=int, default=500, help="train teacher banks up to this step")
     budget.add_argument("--teacher-eval-images", type=int, default=300, help="test images each snapshot is scored on")
     budget.add_argument("--val-images", type=int, default=1000, help="validation images per epoch (0 = all)")

@@ -18,7 +18,7 @@ from models import build_model
 
 from .data import ImageData, Shift, Split
 from .evaluation import TranslationResult, translation_accuracy
-from .trainer import Callback, TrainConfig, Trainer, seed_everything
+from .trainer import Callback, TrainConfig, Trainer, inference_model, seed_everything
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ TeacherOutputs = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs: TeacherOutputs = (),
-                  callbacks: Sequence[Callback] = (), device: str = "auto") -> Trainer:
+                  callbacks: Sequence[Callback] = (), device: str = "auto", precision: str | None = None) -> Trainer:
     """A ready-to-fit trainer for the student of ``spec``.
 
     ``teacher_outputs`` holds each teacher's cached (logits, features) on the
@@ -101,7 +101,8 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
         weights = [t.weight for t in spec.teachers]
     loss = LeveledKDLoss(spec.loss_config, model.feature_dim, teacher_dims, weights)
     config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                         weight_decay=spec.weight_decay, seed=spec.seed, device=device)
+                         weight_decay=spec.weight_decay, seed=spec.seed, device=device,
+                         **({"precision": precision} if precision else {}))
     return Trainer(model, loss, tensors, config, callbacks)
 
 
@@ -122,10 +123,12 @@ def split_images(data: ImageData, split: Split, which: str, max_images: int | No
 
 def evaluate_split(trainer: Trainer, data: ImageData, split: Split, which: str, shifts: Sequence[Shift],
                    max_images: int | None = None, keep_per_image: bool = False) -> TranslationResult:
-    """Clean + translated accuracy on ``val`` (for selection) or ``test`` (for reporting only)."""
+    """Clean + translated accuracy on ``val`` (for selection) or ``test`` (for reporting only),
+    in the run's precision (bf16 autocast when the student trains in bf16)."""
     indices = split_images(data, split, which, max_images)
     x, y = (data.train_x, data.train_y) if which == "val" else (data.test_x, data.test_y)
-    return translation_accuracy(trainer.model, x[indices], y[indices], shifts, data.fill, device=trainer.device,
+    model = inference_model(trainer.model, trainer.device, trainer.precision)
+    return translation_accuracy(model, x[indices], y[indices], shifts, data.fill, device=trainer.device,
                                 keep_per_image=keep_per_image)
 
 

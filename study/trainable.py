@@ -48,6 +48,8 @@ class StudySettings:
     device: str = "auto"
     #: stop a student after this many epochs without a validation gain (0: train all ``epochs``)
     patience: int = 0
+    #: the driver's ``--precision``, carried in the settings so that remote workers use it too
+    precision: str = "auto"
 
 
 def cache_key(arch: str, label_smoothing: float, step: int, seed: int = 0) -> str:
@@ -117,7 +119,8 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         clock["mark"] = time.perf_counter()
 
-    trainer = build_trainer(spec, data, split, outputs, callbacks=[EveryEpoch(report)], device=settings.device)
+    trainer = build_trainer(spec, data, split, outputs, callbacks=[EveryEpoch(report)], device=settings.device,
+                            precision=settings.precision)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:

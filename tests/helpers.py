@@ -3,6 +3,7 @@ study in a subprocess, read back its MLflow runs, pick free loopback ports."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,3 +59,14 @@ def wait_until_healthy(uri: str, timeout: float = 90.0) -> bool:
             pass
         time.sleep(0.5)
     return False
+
+
+def stop_server(server: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stop a server started with ``start_new_session=True`` and its children (an MLflow server's
+    job consumers); SIGKILL what a loaded machine has not shut down within ``grace`` seconds."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=grace)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, free_port, run_study, runs_of, study_args, wait_until_healthy
+from helpers import ROOT, free_port, run_study, runs_of, stop_server, study_args, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -126,8 +126,7 @@ def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):
         assert "View run" not in result.stdout + result.stderr
         assert f"browse: open {uri}" in result.stderr and "mlflow ui" not in result.stderr
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def test_unreachable_tracking_server_is_one_line_error(mnist_root, bank_dir, tmp_path):
