@@ -32,6 +32,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(ROOT))
 
+from common import write_result  # noqa: E402
+
 from study.run import ray_tmpdir  # noqa: E402
 
 MNIST_FILES = {"train-images-idx3-ubyte": "train", "train-labels-idx1-ubyte": "train",
@@ -159,10 +161,7 @@ def main() -> None:
                    "cpus_per_trial": 1, "asha": False},
         "rows": rows,
     }
-    path = ROOT / args.json
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    write_result(record, args.json)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,3 +31,12 @@ def mnist_with_teacher_outputs(args: argparse.Namespace) -> tuple[ImageData, Spl
     bank = TeacherBank(teacher_bank_root(args.output_dir), TeacherSpec("mnist", "cnn_1"))
     bank.ensure(data, args.teacher_step)
     return data, split, [bank.outputs(args.teacher_step, data, split.train)]
+
+
+def write_result(record: dict, path: str | Path) -> Path:
+    """Write a benchmark's JSON record (``path`` relative to the repository root) and say where."""
+    out = ROOT / path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return out

@@ -23,7 +23,6 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -157,10 +158,7 @@ def main() -> None:
               "flops_formula": "6 * params * batch (exact: (6P - 2*P_first_layer_weight) * batch)",
               "cpu_flags": sorted({"avx512_bf16", "amx_bf16", "avx512f"} & cpu_flags()),
               "load_avg": os.getloadavg(), "rows": rows}
-    out = ROOT / args.json
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_result(record, args.json)
 
 
 if __name__ == "__main__":

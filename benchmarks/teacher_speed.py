@@ -22,7 +22,6 @@ Prints both tables and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -34,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -177,10 +178,7 @@ def main() -> None:
                   f"{r['user_s']:>7.1f} {r['sys_s']:>7.1f} {r['sys_share']:>6.0%} {r['minor_faults']:>12,}")
         record["bank_build"] = {"bank_steps": args.bank_steps, "eval_images": args.eval_images, **sys_rows}
     record["load_avg_after"] = os.getloadavg()
-    out = ROOT / args.json
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_result(record, args.json)
 
 
 if __name__ == "__main__":

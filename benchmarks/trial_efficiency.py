@@ -4,8 +4,8 @@
     python benchmarks/trial_efficiency.py --data-root data --label subset-5k -- --train-subset 5000
     python benchmarks/trial_efficiency.py --data-root data --compare-ref 6bc6d43   # old commit, same flags
 
-Runs ``run_study.py`` (real MNIST, a fresh output directory, teacher banks reused from
-``--bank-dir``) and reads back what every trial reports: ``time_train_s`` (optimizer
+Runs ``run_study.py`` (real MNIST, a fresh output directory and, unless ``--bank-dir`` is
+given, fresh teacher banks, as from a clean clone) and reads back what every trial reports: ``time_train_s`` (optimizer
 steps), ``time_eval_s`` (validation every epoch, test + per-image results at the end),
 ``time_checkpoint_s`` and ``time_setup_s`` (building the trainer). **Trial efficiency** =
 optimizer-step time / (stage-2 wall time x trial slots): everything else, including worker
@@ -35,8 +35,9 @@ PARTS = ("train", "eval", "checkpoint", "setup")
 
 def run_study(root: Path, out: Path, args: argparse.Namespace, extra: list[str]) -> dict:
     cmd = [sys.executable, "run_study.py", "--space", args.space, "--data-root", str(Path(args.data_root).resolve()),
-           "--no-download", "--output-dir", str(out), "--bank-dir", str(Path(args.bank_dir).resolve()), "--quiet",
-           "--num-cpus", str(args.num_cpus), *extra]
+           "--no-download", "--output-dir", str(out), "--quiet", "--num-cpus", str(args.num_cpus), *extra]
+    if args.bank_dir:
+        cmd += ["--bank-dir", str(Path(args.bank_dir).resolve())]
     started = time.time()
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     wall = time.time() - started
@@ -69,7 +70,8 @@ def breakdown(run: dict, slots: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", default="data")
-    p.add_argument("--bank-dir", default="runs/teachers", help="teacher banks, reused across runs")
+    p.add_argument("--bank-dir", default=None,
+                   help="teacher banks to reuse (default: each run trains its own, as a clean clone does)")
     p.add_argument("--space", default="leveled_kd")
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)

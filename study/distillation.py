@@ -8,7 +8,7 @@ cached outputs, so the training loop itself knows nothing about teachers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch

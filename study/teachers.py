@@ -40,7 +40,6 @@ from models import build_model
 
 from .data import ImageData, shift_grid, train_val_split
 from .errors import UserError
-from .evaluation import translation_accuracy
 from .trainer import AtSteps, TrainConfig, Trainer, inference_model, resolve_precision, seed_everything, select_device
 
 #: Test images each snapshot is scored on (a fixed prefix of the test set): the
@@ -162,9 +161,6 @@ class TeacherBank:
 
     def snapshot_path(self, step: int) -> Path:
         return self.dir / f"step-{step:06d}.pt"
-
-    def outputs_path(self, step: int) -> Path:
-        return self.dir / f"step-{step:06d}.outputs.pt"
 
     # -- loading -------------------------------------------------------------------------
     def _checked_load(self, path: Path, expected_hash: str | None) -> dict:

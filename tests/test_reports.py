@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from study.reports import best_trials, figure_shift_curves, shift_curve, summary, trials_table
