@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         (f" --teacher-steps {args.teacher_steps}" if args.teacher_steps else "") + \
         (" --controls" if args.controls else "") + \
         (f" --spaces {' '.join(args.spaces)}" if args.spaces else "") + \
-        "".join(f" --set '{item}'" for item in args.set or [])
+        "".join(f" --set '{item}'" for item in args.set or []) + \
+        "".join(f" --study {item}" for item in args.study)
     table = findings.verdict_table(cells)
     print(table[table["metric"] == PRIMARY].to_string(index=False))
     # one file pair per (budget, datasets): a quick run never overwrites the full run's tables

@@ -273,11 +273,23 @@ class Predictions:
             self._cache[trial_id] = results[self.split]
         return self._cache[trial_id]
 
-    def arm(self, rows: pd.DataFrame) -> dict[Unit, PerImage]:
-        units = [(None if t is None or pd.isna(t) else int(t), int(s)) for t, s in zip(rows["teacher_seed"], rows["seed"])]
-        if len(set(units)) != len(units):
-            raise Skip(f"an arm has several trials per (teacher seed, student seed): {sorted(units, key=str)}")
-        return {unit: self(str(trial)) for unit, trial in zip(units, rows["trial_id"])}
+    def arm(self, rows: pd.DataFrame) -> tuple[dict[Unit, PerImage], int]:
+        """The arm's units and how many replicate trials were left out.
+
+        Two trials of one configuration and one (teacher seed, student seed) are replicates of
+        one unit (a grid that lists a configuration twice): the first by trial id is kept, so a
+        unit is never counted twice, and the count is reported with the cell.
+        """
+        arm: dict[Unit, PerImage] = {}
+        dropped = 0
+        for t, s, trial in sorted(zip(rows["teacher_seed"], rows["seed"], rows["trial_id"].astype(str)),
+                                  key=lambda r: r[2]):
+            unit = (None if t is None or pd.isna(t) else int(t), int(s))
+            if unit in arm:
+                dropped += 1
+                continue
+            arm[unit] = self(trial)
+        return arm, dropped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,10 +328,12 @@ def analyse_study(study_dir: Path, findings: Iterable[Finding], dataset: str,
             rows_a, desc_a = choose_arm(table, finding.a)
             rows_b, desc_b = choose_arm(table, finding.b)
             comparison = f"{desc_a} vs {desc_b}"
-            arm_a, arm_b = predictions.arm(rows_a), predictions.arm(rows_b)
+            (arm_a, dropped_a), (arm_b, dropped_b) = predictions.arm(rows_a), predictions.arm(rows_b)
+            note = f"{dropped_a + dropped_b} replicate trial(s) of a unit left out" if dropped_a + dropped_b else ""
             for metric in metrics:
                 effect = paired_effect(arm_a, arm_b, metric, n_boot=n_boot, seed=seed)
-                cells.append(Cell(finding.claim, dataset, finding.space, comparison, metric, finding.direction, effect))
+                cells.append(Cell(finding.claim, dataset, finding.space, comparison, metric, finding.direction, effect,
+                                  note=note))
         except (Skip, ValueError) as why:
             cells += [Cell(finding.claim, dataset, finding.space, comparison, m, finding.direction, note=str(why))
                       for m in metrics]
@@ -378,7 +392,8 @@ def verdict_table(cells: Sequence[Cell]) -> pd.DataFrame:
         rows.append({"finding": c.finding, "dataset": c.dataset, "comparison": c.comparison, "metric": c.metric,
                      "effect [95% CI]": "" if e is None else e.format(digits=4).rsplit(",", 1)[0],
                      "Holm-adjusted p": "" if e is None else format_p(c.adjusted_p).replace("= ", ""),
-                     "verdict": c.verdict if e is not None else f"skipped: {c.note}",
+                     "verdict": (c.verdict + (f" ({c.note})" if c.note else "")) if e is not None
+                     else f"skipped: {c.note}",
                      "MDE": "" if e is None else f"{e.mde:.4f}",
                      "n (teacher seeds x student seeds x images)": "" if e is None else e.n})
     return pd.DataFrame(rows)

@@ -215,6 +215,7 @@ class Space:
         """Apply ``--set key=value`` (YAML-parsed values): fixes the key, searched or not; a list
         (``--set seed=[0,1]``) makes the key a categorical of those choices instead."""
         fixed, params = dict(self.fixed), dict(self.params)
+        overridden: set[str] = set()
         for item in overrides:
             key, sep, text = item.partition("=")
             key = key.strip()
@@ -226,6 +227,7 @@ class Space:
                 value = yaml.safe_load(text)
             except yaml.YAMLError:
                 raise SpaceError(f"--set {key}: cannot parse value {text!r}") from None
+            overridden.add(key)
             if isinstance(value, list):  # --set seed=[0,1]: search these choices (a grid axis)
                 if not value:
                     raise SpaceError(f"--set {key}: give at least one choice")
@@ -236,7 +238,8 @@ class Space:
             params.pop(key, None)
             if key == "teachers" and len(str(value).split("+")) < 2:
                 params.pop("teacher_weight", None)
-        arms = {name: {k: v for k, v in values.items() if k not in fixed} for name, values in self.arms.items()}
+        # an override wins over the arms too; the space's own ``fixed`` values do not (arms refine them)
+        arms = {name: {k: v for k, v in values.items() if k not in overridden} for name, values in self.arms.items()}
         space = replace(self, fixed=fixed, params=params, arms={k: v for k, v in arms.items() if v})
         space.validate()
         return space

@@ -181,3 +181,11 @@ def test_set_with_a_list_searches_those_choices():
     assert space.resolve_steps(2500).grid_size() == 4 * 2 * 1
     with pytest.raises(SpaceError, match="seed"):
         load_space("inductive_bias").with_overrides(["seed=[0,-1]"])
+
+
+def test_overrides_keep_the_arms_own_values():
+    """--set of an unrelated key must not reset what an arm fixes over ``fixed`` (soft-only: alpha 0)."""
+    space = load_space("inductive_bias").with_overrides(["seed=0"]).resolve_steps(2500)
+    assert space.arms["cnn_weak_soft_only"]["alpha"] == 0.0 and space.fixed["alpha"] == 0.5
+    forced = load_space("inductive_bias").with_overrides(["alpha=0.3"])
+    assert "alpha" not in forced.arms["cnn_weak_soft_only"] and forced.fixed["alpha"] == 0.3
