@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--dataset", default="mnist", choices=DATASETS)
     what.add_argument("--multi-objective", action="store_true",
                       help="optimize validation clean and translated accuracy together (Pareto front)")
-    budget = p.add_argument_group("budget (defaults finish in about 15 minutes on a 2-core CPU)")
+    budget = p.add_argument_group("budget (defaults finish in about 7 minutes on a 2-core CPU)")
     budget.add_argument("--num-samples", type=int, default=None,
                         help="search trials (default: the grid's size for grid spaces, 12 otherwise)")
     budget.add_argument("--max-epochs", type=int, default=3, help="student epochs per trial (at most)")

@@ -238,13 +238,24 @@ def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int
     study.state_file.write_text(json.dumps(state, indent=2, default=str))
     if outcome["status"] != "finished":
         say(f"study {study.name} stopped with {outcome['finished']}/{study.planned} trials finished; "
-            f"everything logged so far is kept. Continue with: python run_study.py --space {args.space} "
-            f"--study-name {study.name} --output-dir {args.output_dir} --resume")
+            f"everything logged so far is kept. Continue with: {resume_command(study)}")
         return 130 if outcome["status"] == "interrupted" else 1
     say(f"done in {time.time() - started:.0f}s (teachers {timings['teachers_seconds']}s, trials "
         f"{timings['trials_seconds']}s) · reports in {study.dir / 'reports'} · "
         f"browse: {browse_hint(study.tracking_uri)}")
     return 0
+
+
+def resume_command(study: Study) -> str:
+    """The command that continues ``study``: its own command line (every budget and ``--set`` flag
+    the plan was made with) plus ``--study-name`` and ``--resume``."""
+    import shlex
+
+    argv = [a for a in sys.argv[1:] if a != "--resume"] if sys.argv and sys.argv[0].endswith("run_study.py") else \
+        ["--space", str(study.args.space), "--output-dir", str(study.args.output_dir)]
+    if not any(a == "--study-name" or a.startswith("--study-name=") for a in argv):
+        argv += ["--study-name", study.name]
+    return shlex.join(["python", "run_study.py", *argv, "--resume"])
 
 
 def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) -> dict:

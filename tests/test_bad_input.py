@@ -150,3 +150,17 @@ def test_scripts_print_one_line_and_exit_2(command, message, tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     _one_line_error(result.returncode, result.stderr, message)
     assert result.stdout == "" and time.monotonic() - started < 30
+
+
+def test_the_resume_hint_repeats_the_budget_and_set_flags(monkeypatch):
+    """An interrupted study is continued with the flags it was planned with, not just its name."""
+    import types
+
+    from study.run import resume_command
+
+    monkeypatch.setattr(sys, "argv", ["run_study.py", "--space", "inductive_bias", "--set", "seed=[0, 1]",
+                                      "--teacher-steps", "2500", "--train-subset", "0"])
+    study = types.SimpleNamespace(name="inductive_bias-mnist", args=types.SimpleNamespace(space="x", output_dir="runs"))
+    command = resume_command(study)
+    assert command == ("python run_study.py --space inductive_bias --set 'seed=[0, 1]' --teacher-steps 2500 "
+                       "--train-subset 0 --study-name inductive_bias-mnist --resume")

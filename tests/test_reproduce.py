@@ -244,3 +244,14 @@ def test_cli_analyses_reused_studies(reproduce, tmp_path, monkeypatch):
     text = (tmp_path / "docs" / "results" / "quick-mnist.md").read_text()
     assert text.count("| reproduced |") == 7
     assert (tmp_path / "docs" / "results" / "index.md").is_file()
+
+
+def test_a_configuration_listed_twice_counts_each_unit_once(tmp_path):
+    """A grid that runs one configuration twice (e.g. two arms that resolve to the same values)
+    gives two trials per (teacher seed, student seed): each unit is used once, and the cell says so."""
+    twice = {"variant": "normal_kd", "teacher_step": 50, "test": 0.40}
+    study = write_study(tmp_path, "kd", [{**BASE, "test": 0.30}, twice, dict(twice)])
+    kd_vs_none = next(f for f in findings.POSTER if f.space == "kd_types")
+    [cell] = analyse_study(study, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    assert cell.effect.n_units == 3 and cell.note == "3 replicate trial(s) of a unit left out"
+    assert cell.effect.estimate == pytest.approx(0.10, abs=0.03)
