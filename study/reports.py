@@ -129,33 +129,26 @@ def write_figures(figures: dict[str, go.Figure], out_dir: Path) -> list[Path]:
 GAIN_METRICS = ("translated", "small_shift", "translated_over_clean")
 
 
-def paired_gains(table: pd.DataFrame, predictions_dir: Path, n_boot: int = 10_000) -> dict[str, dict[str, Any]]:
+def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> dict[str, dict[str, Any]]:
     """Gain of the validation-best trial over the no-KD baseline of the same student seed, on test,
     paired image by image, with a 95% bootstrap CI (:mod:`study.stats`).
 
     One student per arm: the interval covers test-image noise, not seed-to-seed variation (the
     reproduction's grids measure that); an empty dict when the predictions are missing.
     """
-    from .predictions import load_predictions
+    from .findings import Predictions, Skip
     from .stats import paired_effect
 
     best, base = best_trials(table, k=1), baseline_rows(table)
     if best.empty or base.empty:
         return {}
-    row = best.iloc[0]
-    files = {"best": predictions_dir / f"{row['trial_id']}.npz"}
-    files.update({f"base{int(b['seed'])}": predictions_dir / f"{b['trial_id']}.npz" for _, b in base.iterrows()})
-    if not all(path.is_file() for path in files.values()):
-        return {}
-    teacher_seed = int(row["teacher_seed"]) if pd.notna(row.get("teacher_seed")) else 0
-    arm_a = {(teacher_seed, int(row["seed"])): load_predictions(files["best"])["test"]}
-    arm_b = {(None, int(b["seed"])): load_predictions(files[f"base{int(b['seed'])}"])["test"]
-             for _, b in base.iterrows()}
+    predictions = Predictions(study_dir, "test")
     gains = {}
     for metric in GAIN_METRICS:
         try:
+            (arm_a, _), (arm_b, _) = predictions.arm(best), predictions.arm(base.assign(teacher_seed=None))
             effect = paired_effect(arm_a, arm_b, metric=metric, n_boot=n_boot)
-        except ValueError:  # no baseline of the best trial's seed, or other images
+        except (Skip, ValueError):  # predictions missing, no baseline of the best trial's seed, or other images
             return {}
         gains[metric] = {"estimate": effect.estimate, "ci_low": effect.ci_low, "ci_high": effect.ci_high,
                          "p_value": effect.p_value, "mde": effect.mde, "n_images": effect.n_images,
@@ -163,9 +156,9 @@ def paired_gains(table: pd.DataFrame, predictions_dir: Path, n_boot: int = 10_00
     return gains
 
 
-def summary(table: pd.DataFrame, predictions_dir: Path | None = None) -> dict[str, Any]:
+def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any]:
     """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
-    (with paired confidence intervals when ``predictions_dir`` holds the trials' per-image results)."""
+    (with paired confidence intervals when ``study_dir/predictions`` holds the trials' per-image results)."""
     best = best_trials(table, k=1)
     base = baseline_rows(table)
     out: dict[str, Any] = {"trials": int(len(table)),
@@ -184,8 +177,8 @@ def summary(table: pd.DataFrame, predictions_dir: Path | None = None) -> dict[st
         for k in ("test_translated_acc", "test_clean_acc"):
             if k in out["best"] and k in out["baseline"]:
                 out[f"gain_{k}"] = out["best"][k] - out["baseline"][k]
-    if "best" in out and predictions_dir is not None:
-        gains = paired_gains(table, predictions_dir)
+    if "best" in out and study_dir is not None:
+        gains = paired_gains(table, study_dir)
         if gains:
             out["paired_gain"] = gains
     return out

@@ -178,8 +178,7 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
         return
     kwargs: dict[str, Any] = dict(logging_level=logging.INFO if verbose else logging.WARNING,
                                   log_to_driver=verbose, configure_logging=True)
-    if address:
-        check_ray_address(address)
+    if address:  # already answered check_ray_address in preflight()
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as error:  # e.g. --address auto with no cluster on this machine

@@ -112,12 +112,12 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
     except KeyError:
         pass  # no Optuna study yet (interrupted before the first search trial)
     paths += write_figures(figures, reports)
-    result_summary = summary(table, study.dir / "predictions")
+    result_summary = summary(table, study.dir)
     (reports / "summary.json").write_text(json.dumps(result_summary, indent=2, default=str))
     paths.append(reports / "summary.json")
     for path in paths:
         tracker.log_artifact(parent_id, path, "reports")
-    _log_best_models(table, checkpoints, tracker, parent_id, data, settings, reports, args.keep_best)
+    _log_best_models(table, checkpoints, tracker, parent_id, data, settings, reports, args.keep_best, result_summary)
     tracker.log_metrics(parent_id, {k: v for k, v in result_summary.items() if k.startswith("gain_")}, step=0)
     tracker.set_tags(parent_id, {"status": status})
     if status == "finished":
@@ -148,7 +148,7 @@ def _keep_predictions(checkpoints: dict, folder: Path, tracker: Tracker, parent_
 
 
 def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data, settings, reports: Path,
-                     keep: int) -> None:
+                     keep: int, result_summary: dict[str, Any]) -> None:
     """The best ``keep`` trials' students as MLflow PyTorch models on their own runs; the best one registered.
 
     Each student is logged once as ``runs:/<trial run>/model`` (self-contained: the module is
@@ -161,7 +161,6 @@ def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data,
     """
     from .mlflow_models import log_student, registered_model_name, register_student, serving_module
 
-    result_summary = summary(table)
     study_tags = dict(getattr(tracker, "run_tags", {}) or {})
     for rank, (_, row) in enumerate(best_trials(table, k=keep).iterrows()):
         if row["trial_id"] not in checkpoints:

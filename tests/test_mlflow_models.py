@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from study.data import train_val_split
 from study.distillation import RunSpec, build_trainer, evaluate_split
+from study.reports import summary
 from study.tracking import Tracker, study_tags
 
 STUDY = "unit-kd_types"
@@ -77,7 +78,8 @@ def logged(trained, mnist, tmp_path_factory):
     settings = StudySettings(dataset="mnist", epochs=1, train_subset=300)
     reports = tmp_path_factory.mktemp("reports")
     for _ in range(2):
-        _log_best_models(table, {"t1": (checkpoint, CONFIG)}, tracker, parent, mnist, settings, reports, keep=3)
+        _log_best_models(table, {"t1": (checkpoint, CONFIG)}, tracker, parent, mnist, settings, reports, keep=3,
+                         result_summary=summary(table))
     return SimpleNamespace(client=MlflowClient(uri), uri=uri, run_id=run_id, acc=acc, reports=reports,
                            experiment_id=tracker.experiment_id)
 
