@@ -34,18 +34,17 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from losses import LeveledKDConfig, LeveledKDLoss
+from models import build_model
+from study.data import ImageData, load_dataset, shift_grid, train_val_split
+from study.distillation import RunSpec, build_trainer
+from study.evaluation import translation_accuracy
+from study.runtime import cpu_flags, inference_model
+from study.trainer import AtSteps, TrainConfig, Trainer, seed_everything
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from losses import LeveledKDConfig, LeveledKDLoss  # noqa: E402
-from models import build_model  # noqa: E402
-from study.data import ImageData, load_dataset, shift_grid, train_val_split  # noqa: E402
-from study.distillation import RunSpec, build_trainer  # noqa: E402
-from study.evaluation import translation_accuracy  # noqa: E402
-from study.runtime import cpu_flags, inference_model  # noqa: E402
-from study.trainer import AtSteps, TrainConfig, Trainer, seed_everything  # noqa: E402
 
 CHECKPOINT_EVERY = 500
 

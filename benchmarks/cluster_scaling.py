@@ -30,10 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-sys.path.insert(0, str(ROOT))
 
-from common import write_result  # noqa: E402
-
+from benchmarks.common import print_table, write_result  # noqa: E402
 from study.run import ray_tmpdir  # noqa: E402
 
 MNIST_FILES = {"train-images-idx3-ubyte": "train", "train-labels-idx1-ubyte": "train",
@@ -141,14 +139,10 @@ def main() -> None:
     base = next((r for r in rows if r["nodes"] == min(args.nodes)), rows[0])
     for row in rows:
         row["speedup_search"] = row["trials_per_hour_search"] / base["trials_per_hour_search"]
-    header = (f"{'nodes':>5}  {'CPUs':>4}  {'trials':>6}  {'search s':>8}  {'trials/h (search)':>17}  "
-              f"{'speedup':>7}  {'running at once':>15}  {'wall s':>6}  {'trials/h (wall)':>15}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['nodes']:>5}  {r['cpus']:>4}  {r['trials']:>6}  {r['search_s']:>8.0f}  "
-              f"{r['trials_per_hour_search']:>17.0f}  {r['speedup_search']:>6.2f}x  {r['mean_concurrency']:>15.2f}  "
-              f"{r['wall_s']:>6.0f}  {r['trials_per_hour_wall']:>15.0f}")
+    print_table(rows, [("nodes", "nodes", "{}"), ("CPUs", "cpus", "{}"), ("trials", "trials", "{}"),
+                       ("search s", "search_s", "{:.0f}"), ("trials/h (search)", "trials_per_hour_search", "{:.0f}"),
+                       ("speedup", "speedup_search", "{:.2f}x"), ("running at once", "mean_concurrency", "{:.2f}"),
+                       ("wall s", "wall_s", "{:.0f}"), ("trials/h (wall)", "trials_per_hour_wall", "{:.0f}")])
     cores = os.cpu_count()
     print(f"\n{cores} CPU cores on this machine: simulated nodes share them, so more than {cores} nodes cannot "
           f"scale (and the driver, Ray's control plane and other jobs use the same cores).")

@@ -1,16 +1,16 @@
-"""What the student-side benchmarks share: their flags, and MNIST with the cached outputs of one CNN_1 snapshot."""
+"""What the benchmarks share: the student-side ones' flags and MNIST with the cached outputs of one CNN_1
+snapshot; printing a table; writing the JSON record."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from study.data import ImageData, Split, load_dataset, train_val_split
+from study.teachers import TeacherBank, TeacherSpec, teacher_bank_root
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from study.data import ImageData, Split, load_dataset, train_val_split  # noqa: E402
-from study.teachers import TeacherBank, TeacherSpec, teacher_bank_root  # noqa: E402
 
 
 def student_benchmark_parser(doc: str, json_default: str) -> argparse.ArgumentParser:
@@ -40,3 +40,28 @@ def write_result(record: dict, path: str | Path) -> Path:
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return out
+
+
+#: A table column: (header, the row's key or a function of the row, a ``str.format`` template for the value).
+Column = tuple[str, str | Callable[[dict], Any], str]
+
+
+def format_table(rows: Iterable[dict], columns: Sequence[Column], sep: str = "  ") -> str:
+    """``rows`` as text: a header line, a rule, a line per row. Each column is as wide as its header or
+    its widest cell; the first column is left-aligned when it holds text, every other one right-aligned."""
+    values = [[value(row) if callable(value) else row[value] for _, value, _ in columns] for row in rows]
+    cells = [[fmt.format(v) for v, (_, _, fmt) in zip(vs, columns)] for vs in values]
+    widths = [max([len(header), *(len(texts[i]) for texts in cells)]) for i, (header, _, _) in enumerate(columns)]
+    left = bool(values) and all(isinstance(vs[0], str) for vs in values)
+    aligns = ["<" if i == 0 and left else ">" for i in range(len(columns))]
+
+    def join(texts: Sequence[str]) -> str:
+        return sep.join(f"{text:{align}{width}}" for text, align, width in zip(texts, aligns, widths)).rstrip()
+
+    head = join([header for header, _, _ in columns])
+    return "\n".join([head, "-" * len(head), *(join(texts) for texts in cells)])
+
+
+def print_table(rows: Iterable[dict], columns: Sequence[Column], sep: str = "  ") -> None:
+    """Print :func:`format_table` of ``rows``."""
+    print(format_table(rows, columns, sep))

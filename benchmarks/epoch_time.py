@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from common import mnist_with_teacher_outputs, student_benchmark_parser
-
+from benchmarks.common import mnist_with_teacher_outputs, student_benchmark_parser
+from losses import LeveledKDConfig
 from study.distillation import RunSpec, TeacherRef, build_trainer
 from study.runtime import PRECISION_ENV
 
@@ -39,10 +39,12 @@ def main() -> None:
     runs = {
         "no KD": (RunSpec(student=args.student, epochs=10**6), []),
         "normal KD (cached CNN_1 outputs)": (
-            RunSpec(student=args.student, teachers=(TeacherRef("cnn_1", args.teacher_step),), s_kl=1.0, s_fm=0.0,
+            RunSpec(student=args.student, teachers=(TeacherRef("cnn_1", args.teacher_step),),
+                    loss=LeveledKDConfig(s_kl=1.0, s_fm=0.0),
                     epochs=10**6), outputs),
         "Type 2 KD + FM (cached outputs)": (
-            RunSpec(student=args.student, teachers=(TeacherRef("cnn_1", args.teacher_step),), s_kl=1.0, s_fm=1.0,
+            RunSpec(student=args.student, teachers=(TeacherRef("cnn_1", args.teacher_step),),
+                    loss=LeveledKDConfig(s_kl=1.0, s_fm=1.0),
                     epochs=10**6), outputs),
     }
     trainers = {name: build_trainer(spec, data, split, outs, device=args.device) for name, (spec, outs) in runs.items()}

@@ -35,15 +35,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from helpers import free_port, runs_of, wait_until_healthy  # noqa: E402
-
 from study.fault_injection import ENV as RAISE_ONCE_ENV  # noqa: E402
 from study.run import ray_tmpdir  # noqa: E402
+from study.testing import (  # noqa: E402
+    free_port,
+    raylet_pid,
+    running_trial_on_a_worker,
+    runs_of,
+    wait_until_healthy,
+    write_tiny_mnist,
+)
 
 STUDY = "leveled_kd-mnist"
 SEARCH_TRIALS, EPOCHS = 3, 3
@@ -52,32 +57,12 @@ PLANNED = SEARCH_TRIALS + 1  # + the no-KD baseline
 
 # ----------------------------------------------------------------------------- running a study
 
-def tiny_mnist(root: Path) -> Path:
-    """The tests' data: a 2,000/500 slice of the shared MNIST copy (synthetic digits without it)."""
-    import conftest
-
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    shared = conftest.SHARED_MNIST
-    if (shared / "train-images-idx3-ubyte.gz").is_file():
-        n = {"train": conftest.TINY_TRAIN, "t10k": conftest.TINY_TEST}
-        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                     "t10k-labels-idx1-ubyte"):
-            conftest.write_idx(raw / name, conftest.read_idx_gz(shared / f"{name}.gz")[:n[name.split('-')[0]]])
-    else:
-        (tx, ty), (vx, vy) = conftest.synthetic_digits(conftest.TINY_TRAIN, 0), conftest.synthetic_digits(500, 1)
-        for name, array in {"train-images-idx3-ubyte": tx, "train-labels-idx1-ubyte": ty,
-                            "t10k-images-idx3-ubyte": vx, "t10k-labels-idx1-ubyte": vy}.items():
-            conftest.write_idx(raw / name, array)
-    return root
-
-
 class Bench:
     """Paths and command lines shared by the faults."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.data = tiny_mnist(work / "data")
+        self.data = write_tiny_mnist(work / "data")  # the tests' data: 2,000/500 MNIST or synthetic digits
         self.bank = work / "bank"
 
     def args(self, out: Path, *extra: str, bank: Path | None = None) -> list[str]:
@@ -284,7 +269,6 @@ def fault_node_loss(b: Bench) -> dict:
     """tests/test_cluster.py's loopback cluster: a 0-CPU head and two 1-CPU workers on 127.0.0.1;
     the worker running a reporting trial is removed (its raylet and workers killed)."""
     from ray.cluster_utils import Cluster
-    from test_cluster import _raylet_pid, _running_trial_on_a_worker
 
     temp_dir = tempfile.mkdtemp(prefix="lkd-faults-", dir="/tmp")
     old_tmp = os.environ.get("RAY_TMPDIR")
@@ -299,11 +283,11 @@ def fault_node_loss(b: Bench) -> dict:
         cluster.wait_for_nodes()
         out = b.work / "node_loss"
         proc = b.start(b.args(out, "--address", cluster.address, "--max-failures", "2"), log="node_loss")
-        raylets = {_raylet_pid(node): node for node in workers}
+        raylets = {raylet_pid(node): node for node in workers}
         victim = None
         deadline = time.time() + 600
         while victim is None and proc.poll() is None and time.time() < deadline:
-            victim = _running_trial_on_a_worker(out / "studies" / STUDY / "tune", raylets, EPOCHS)
+            victim = running_trial_on_a_worker(out / "studies" / STUDY / "tune", raylets, EPOCHS)
             time.sleep(0.1)
         if victim is not None:
             cluster.remove_node(victim[1], allow_graceful=False)

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from study.data import load_dataset, shift_grid
+from study.evaluation import translation_accuracy
+from study.teachers import TeacherBank, TeacherSpec, teacher_bank_root
 
-from study.data import load_dataset, shift_grid  # noqa: E402
-from study.evaluation import translation_accuracy  # noqa: E402
-from study.teachers import TeacherBank, TeacherSpec, teacher_bank_root  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def distill(args, *extra: str) -> dict:

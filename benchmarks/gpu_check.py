@@ -34,18 +34,17 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+import torch
+
+from losses import LeveledKDConfig, LeveledKDLoss
+from models import build_model
+from study.data import ImageData, load_dataset, train_val_split
+from study.distillation import RunSpec, TeacherRef, build_trainer
+from study.runtime import autocast_context, cpu_flags, resolve_precision
+from study.teachers import TeacherBank, TeacherSpec
+from study.trainer import TrainConfig, Trainer, seed_everything, select_device
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from losses import LeveledKDConfig, LeveledKDLoss  # noqa: E402
-from models import build_model  # noqa: E402
-from study.data import ImageData, load_dataset, train_val_split  # noqa: E402
-from study.distillation import RunSpec, TeacherRef, build_trainer  # noqa: E402
-from study.runtime import autocast_context, cpu_flags, resolve_precision  # noqa: E402
-from study.teachers import TeacherBank, TeacherSpec  # noqa: E402
-from study.trainer import TrainConfig, Trainer, select_device, seed_everything  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -136,7 +135,8 @@ def student_trainer(data: ImageData, device: torch.device, step_mode: str, seed:
     g = torch.Generator().manual_seed(1)
     n = len(split.train)
     outputs = [(torch.randn(n, 10, generator=g), torch.rand(n, 256, generator=g))]
-    spec = RunSpec(student="mlp_1", teachers=(TeacherRef("cnn_1", 50),), s_kl=1.0, s_fm=0.0, epochs=10**6, seed=seed)
+    spec = RunSpec(student="mlp_1", teachers=(TeacherRef("cnn_1", 50),), loss=LeveledKDConfig(s_kl=1.0, s_fm=0.0),
+                   epochs=10**6, seed=seed)
     trainer = build_trainer(spec, data, split, outputs, device=str(device))
     trainer.config.step_mode = step_mode  # graphs: the first full batch captures (study/cuda_graphs.py)
     return trainer
@@ -202,6 +202,9 @@ def _share_worker(args: argparse.Namespace, seed: int, step_mode: str, start, re
 
 
 def sharing(args: argparse.Namespace, device: torch.device, data: ImageData) -> dict:
+    # the installed module's worker, also when this file runs as __main__: workers unpickle it by that name
+    from benchmarks.gpu_check import _share_worker
+
     step_mode = "graphs" if device.type == "cuda" else "eager"
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     rows = []

@@ -18,25 +18,23 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # spawned workers import this file as a module
-
-from common import mnist_with_teacher_outputs, student_benchmark_parser  # noqa: E402
-
-from study.distillation import RunSpec, TeacherRef, build_trainer  # noqa: E402
-from study.trainer import select_device  # noqa: E402
+from benchmarks.common import mnist_with_teacher_outputs, student_benchmark_parser
+from losses import LeveledKDConfig
+from study.distillation import RunSpec, TeacherRef, build_trainer
+from study.trainer import select_device
 
 
 def _train(args: argparse.Namespace, seed: int, start, results) -> None:
     """One "trial": build the student from cached teacher outputs, wait for the others, train, report."""
     torch.set_num_threads(1)
     data, split, outputs = mnist_with_teacher_outputs(args)
-    spec = RunSpec(student=args.student, teachers=(TeacherRef("cnn_1", args.teacher_step),), s_kl=1.0, s_fm=0.0,
+    spec = RunSpec(student=args.student, teachers=(TeacherRef("cnn_1", args.teacher_step),),
+                   loss=LeveledKDConfig(s_kl=1.0, s_fm=0.0),
                    epochs=1 + args.epochs, seed=seed)
     trainer = build_trainer(spec, data, split, outputs, device=args.device)
     trainer.config.max_steps = trainer.steps_per_epoch  # a warm-up epoch (cuDNN autotuning, allocator)
@@ -53,6 +51,9 @@ def _train(args: argparse.Namespace, seed: int, start, results) -> None:
 
 
 def run(args: argparse.Namespace, processes: int) -> dict:
+    # the installed module's _train, also when this file runs as __main__: workers unpickle it by that name
+    from benchmarks.gpu_sharing import _train
+
     ctx = mp.get_context("spawn")  # CUDA cannot be shared with forked children
     start, results = ctx.Barrier(processes + 1), ctx.Queue()
     workers = [ctx.Process(target=_train, args=(args, seed, start, results)) for seed in range(processes)]

@@ -27,19 +27,15 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-from common import write_result  # noqa: E402
-
-import torch  # noqa: E402
-
-from study.data import load_dataset, train_val_split  # noqa: E402
-from study.distillation import RunSpec, TeacherRef, build_trainer  # noqa: E402
-from study.runtime import cpu_flags  # noqa: E402
-from study.trainer import Trainer  # noqa: E402
+from benchmarks.common import print_table, write_result
+from losses import LeveledKDConfig
+from study.data import load_dataset, train_val_split
+from study.distillation import RunSpec, TeacherRef, build_trainer
+from study.runtime import cpu_flags
+from study.trainer import Trainer
 
 
 def clock(cpu: bool) -> float:
@@ -81,7 +77,7 @@ def build_variants(args: argparse.Namespace) -> dict[str, Trainer]:
     n = len(split.train)
     g = torch.Generator().manual_seed(0)
     cached = [(torch.randn(n, 10, generator=g), torch.rand(n, 256, generator=g))]
-    kd = dict(teachers=(TeacherRef("cnn_1", 2500),), s_kl=1.0, s_fm=0.0)
+    kd = dict(teachers=(TeacherRef("cnn_1", 2500),), loss=LeveledKDConfig(s_kl=1.0, s_fm=0.0))
     variants = {}
     for run, extra, outputs in (("no KD", {}, []), ("KD (cached)", kd, cached)):
         spec = RunSpec(student=args.student, epochs=10**6, **extra)
@@ -143,13 +139,9 @@ def main() -> None:
     print(f"{args.student}, batch {batch}, {torch.get_num_threads()} thread(s), {args.clock} time; "
           f"fp32 matmul peak {peak:.0f} GFLOP/s "
           f"(bf16 {peak_bf16:.0f}); flops/step 6PB = {flops / 1e9:.2f} GFLOP (exact {exact / 1e9:.2f})")
-    header = (f"{'variant':<24} {'step ms':>8} {'GFLOP/s':>8} {'/ fp32 peak':>11} {'vs old':>7} {'vs no KD':>9}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['variant']:<24} {r['median_step_ms']:>8.2f} {r['gflops_6pb']:>8.1f} "
-              f"{r['ratio_to_fp32_peak']:>10.0%} "
-              f"{r['speedup_vs_old']:>6.2f}x {r['vs_no_kd_same_setting']:>8.3f}")
+    print_table(rows, [("variant", "variant", "{}"), ("step ms", "median_step_ms", "{:.2f}"),
+                       ("GFLOP/s", "gflops_6pb", "{:.1f}"), ("/ fp32 peak", "ratio_to_fp32_peak", "{:.0%}"),
+                       ("vs old", "speedup_vs_old", "{:.2f}x"), ("vs no KD", "vs_no_kd_same_setting", "{:.3f}")])
     record = {"benchmark": "student_step", "command": "python " + " ".join(sys.argv), "student": args.student,
               "batch": batch, "threads": torch.get_num_threads(), "clock": args.clock, "rounds": args.rounds,
               "steps": args.steps,

@@ -31,18 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-from common import write_result  # noqa: E402
-
-import torch  # noqa: E402
-
-from losses import LeveledKDConfig, LeveledKDLoss  # noqa: E402
-from models import build_model  # noqa: E402
-from study.data import load_dataset, train_val_split  # noqa: E402
-from study.runtime import cpu_flags, resolve_precision  # noqa: E402
-from study.trainer import TrainConfig, Trainer, seed_everything  # noqa: E402
+from benchmarks.common import print_table, write_result
+from losses import LeveledKDConfig, LeveledKDLoss
+from models import build_model
+from study.data import load_dataset, train_val_split
+from study.runtime import cpu_flags, resolve_precision
+from study.trainer import TrainConfig, Trainer, seed_everything
 
 VARIANTS = {  # name: (precision, channels_last, fused AdamW)
     "old": ("fp32", False, False),
@@ -99,8 +95,6 @@ def step_times(args: argparse.Namespace) -> dict:
 
 
 CHILD = """
-import sys, time, resource
-sys.path.insert(0, {root!r})
 from study.data import load_dataset
 from study.teachers import TeacherBank, TeacherSpec
 data = load_dataset("mnist", {data_root!r}, download=False)
@@ -114,7 +108,7 @@ def bank_build(args: argparse.Namespace, tuned: bool, precision: str, work: Path
     """Build a bank in a fresh subprocess; its rusage comes from RUSAGE_CHILDREN deltas."""
     env = dict(os.environ, LEVELED_KD_MALLOC_TUNING="1" if tuned else "0", OMP_NUM_THREADS=str(args.threads))
     bank = work / f"bank-{int(tuned)}-{precision}"
-    code = CHILD.format(root=str(ROOT), data_root=args.data_root, bank=str(bank), eval_images=args.eval_images,
+    code = CHILD.format(data_root=args.data_root, bank=str(bank), eval_images=args.eval_images,
                         steps=args.bank_steps, precision=precision)
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -154,13 +148,10 @@ def main() -> None:
     steps = step_times(args)
     print(f"CNN_1 step, batch 128, {args.threads} thread(s), median of {args.rounds} alternating rounds x "
           f"{args.steps} steps; auto -> {resolve_precision('auto', 'cpu')}")
-    header = (f"{'variant':<12} {'precision':>9} {'ch-last':>7} {'fused':>5} {'CPU ms':>8} {'x old':>6} "
-              f"{'wall ms':>8} {'x old':>6}")
-    print(header)
-    print("-" * len(header))
-    for r in steps["rows"]:
-        print(f"{r['variant']:<12} {r['precision']:>9} {str(r['channels_last']):>7} {str(r['fused_adamw']):>5} "
-              f"{r['cpu_ms']:>8.1f} {r['speedup_cpu']:>5.2f}x {r['wall_ms']:>8.1f} {r['speedup_wall']:>5.2f}x")
+    print_table(steps["rows"], [("variant", "variant", "{}"), ("precision", "precision", "{}"),
+                                ("ch-last", "channels_last", "{}"), ("fused", "fused_adamw", "{}"),
+                                ("CPU ms", "cpu_ms", "{:.1f}"), ("x old", "speedup_cpu", "{:.2f}x"),
+                                ("wall ms", "wall_ms", "{:.1f}"), ("x old", "speedup_wall", "{:.2f}x")])
     record = {"benchmark": "teacher_speed", "command": "python " + " ".join(sys.argv), "threads": args.threads,
               "cpu_flags": sorted({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"} & cpu_flags()),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
@@ -169,13 +160,10 @@ def main() -> None:
         sys_rows = system_time(args)
         print(f"\nteacher bank to {args.bank_steps} steps ({args.bank_steps // 50} snapshots, each scored on "
               f"{args.eval_images} images x 33 shifts), fresh process each, {args.threads} thread(s)")
-        header = (f"{'allocator':<9} {'precision':>9} {'wall s':>7} {'user s':>7} {'sys s':>7} {'sys %':>6} "
-                  f"{'minor faults':>12}")
-        print(header)
-        print("-" * len(header))
-        for r in sys_rows["rows"]:
-            print(f"{'tuned' if r['allocator_tuned'] else 'default':<9} {r['precision']:>9} {r['wall_s']:>7.1f} "
-                  f"{r['user_s']:>7.1f} {r['sys_s']:>7.1f} {r['sys_share']:>6.0%} {r['minor_faults']:>12,}")
+        print_table(sys_rows["rows"], [("allocator", lambda r: "tuned" if r["allocator_tuned"] else "default", "{}"),
+                                       ("precision", "precision", "{}"), ("wall s", "wall_s", "{:.1f}"),
+                                       ("user s", "user_s", "{:.1f}"), ("sys s", "sys_s", "{:.1f}"),
+                                       ("sys %", "sys_share", "{:.0%}"), ("minor faults", "minor_faults", "{:,}")])
         record["bank_build"] = {"bank_steps": args.bank_steps, "eval_images": args.eval_images, **sys_rows}
     record["load_avg_after"] = os.getloadavg()
     write_result(record, args.json)

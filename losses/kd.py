@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .registry import HyperParam, KDTerm, register_kd_term
+
 
 def soft_targets(teacher_logits: Sequence[torch.Tensor], temperature: float,
                  weights: Sequence[float] | None = None) -> torch.Tensor:
@@ -45,3 +47,26 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     return temperature**2 * kl_divergence(student_logits, teacher_probs, temperature)
+
+
+TEMPERATURE = HyperParam("temperature", 4.0, 0.0, 100.0, "KD temperature T (softens both distributions)",
+                         low_open=True)
+
+
+@register_kd_term
+class KLTerm(KDTerm):
+    """The poster's soft-target term ``T^2 KL(p_t^T || p_s^T)``; several teachers give one
+    averaged soft target (their probabilities mixed with the teacher weights)."""
+
+    name = "kl"
+    summary = "Hinton KD: T^2 KL(p_t^T || p_s^T) on logits"
+    needs = frozenset({"logits"})
+    hyperparams = (TEMPERATURE,)
+    default_scale = 1.0
+
+    def forward(self, student_logits: torch.Tensor, student_features: torch.Tensor,
+                teacher_logits: Sequence[torch.Tensor], teacher_features: Sequence[torch.Tensor]) -> torch.Tensor:
+        if not teacher_logits:
+            raise ValueError("s_kl > 0 needs teacher logits")
+        temperature = self.hparams["temperature"]
+        return kd_loss(student_logits, soft_targets(teacher_logits, temperature, self.weights), temperature)

@@ -1,60 +1,131 @@
-"""The leveled KD objective ``a*CE + (1-a)*(s_KL*KD + s_FM*FM)`` for one or several teachers.
+"""The leveled KD objective ``a*CE + (1-a) * sum_m s_m * L_m`` for one or several teachers.
 
-The four named variants of the study are points of one formula:
-No KD (s_KL = s_FM = 0), normal KD (s_FM = 0), Type 1 (s_KL = 0), Type 2 (both).
-Several teachers (e.g. a convolution and an involution teacher, as in CiT)
-contribute one averaged soft target (weighted) and one FM term each (weighted
-the same way). The forward returns every part so each can be logged.
+The terms ``L_m`` are the registered KD terms (losses/registry.py): the poster's KL and
+feature matching, and DKD, DIST and RKD. The four named variants of the study are
+points of one formula: No KD (all scales 0), normal KD (only s_kl), Type 1 (only s_fm),
+Type 2 (s_kl and s_fm). Several teachers (e.g. a convolution and an involution teacher,
+as in CiT) are mixed with the teacher weights, each term in its own way. The forward
+returns every part so each can be logged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .cross_entropy import cross_entropy
-from .feature_matching import FeatureMatching
-from .kd import kd_loss, normalized_weights, soft_targets
+from .kd import normalized_weights
+from .registry import all_hyperparams, kd_term, kd_terms, scale_key
+
+#: The study's names for the poster's points of the formula (by the set of terms in use).
+POSTER_VARIANTS = {frozenset(): "no_kd", frozenset({"kl"}): "normal_kd", frozenset({"fm"}): "type_1",
+                   frozenset({"kl", "fm"}): "type_2"}
+
+
+def default_scales() -> dict[str, float]:
+    """Each registered term's default scale (``kl`` 1, every other 0)."""
+    return {name: float(cls.default_scale) for name, cls in kd_terms().items()}
 
 
 @dataclass(frozen=True)
 class LeveledKDConfig:
-    alpha: float = 0.5
-    temperature: float = 4.0
-    s_kl: float = 1.0
-    s_fm: float = 0.0
-    label_smoothing: float = 0.0
+    """Weights of the leveled sum. ``scales`` maps term names to ``s_<name>`` (missing: the
+    term's default); ``hparams`` holds the terms' hyperparameters by run key (missing:
+    default). ``s_kl``, ``s_fm`` and ``temperature`` keywords are accepted for the poster's
+    terms: ``LeveledKDConfig(alpha=0.4, temperature=3, s_kl=0.7, s_fm=2)``."""
 
-    def __post_init__(self) -> None:
+    alpha: float = 0.5
+    label_smoothing: float = 0.0
+    scales: Mapping[str, float] = field(default_factory=dict)
+    hparams: Mapping[str, float] = field(default_factory=dict)
+
+    def __init__(self, alpha: float = 0.5, label_smoothing: float = 0.0, scales: Mapping[str, float] | None = None,
+                 hparams: Mapping[str, float] | None = None, **flat: float) -> None:
+        scales, hparams = dict(scales or {}), dict(hparams or {})
+        known = all_hyperparams()
+        for key, value in flat.items():
+            if key.startswith("s_"):
+                scales[key[2:]] = value
+            elif key in known:
+                hparams[key] = value
+            else:
+                raise TypeError(f"LeveledKDConfig got an unknown keyword {key!r}")
+        object.__setattr__(self, "alpha", float(alpha))
+        object.__setattr__(self, "label_smoothing", float(label_smoothing))
+        object.__setattr__(self, "scales", {**default_scales(), **{k: float(v) for k, v in scales.items()}})
+        object.__setattr__(self, "hparams", {**{k: hp.default for k, hp in known.items()},
+                                             **{k: float(v) for k, v in hparams.items()}})
+        self._check()
+
+    def _check(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.s_kl < 0 or self.s_fm < 0:
-            raise ValueError(f"s_kl and s_fm must be >= 0, got {self.s_kl}, {self.s_fm}")
+        for name, value in self.scales.items():
+            kd_term(name)  # unknown term -> error naming the registered ones
+            if value < 0:
+                raise ValueError(f"{scale_key(name)} must be >= 0, got {value}")
+        known = all_hyperparams()
+        for key, value in self.hparams.items():
+            if key not in known:
+                raise ValueError(f"unknown KD hyperparameter {key!r}; known: {', '.join(known)}")
+            if not known[key].contains(value):
+                raise ValueError(f"{key} must be in {known[key].bounds_text}, got {value}")
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> "LeveledKDConfig":
+        """From a flat run config (``alpha``, ``label_smoothing``, ``s_<term>``, hyperparameters);
+        other keys are ignored."""
+        known = all_hyperparams()
+        return cls(alpha=values.get("alpha", 0.5), label_smoothing=values.get("label_smoothing", 0.0),
+                   scales={n: values[scale_key(n)] for n in kd_terms() if scale_key(n) in values},
+                   hparams={k: values[k] for k in known if k in values})
+
+    def flat(self) -> dict[str, float]:
+        """``s_<term>`` for every term and the hyperparameters of the terms in use (for logging)."""
+        used = {hp.name for n in self.active_terms for hp in kd_term(n).hyperparams}
+        return {**{scale_key(n): s for n, s in self.scales.items()},
+                **{k: v for k, v in self.hparams.items() if k in used}}
+
+    def __getattr__(self, name: str) -> float:
+        # config.s_kl, config.temperature: the poster's names read straight from the maps
+        if name.startswith("s_") and name[2:] in kd_terms():
+            return self.scales[name[2:]]
+        if name in all_hyperparams():
+            return self.hparams[name]
+        raise AttributeError(name)
+
+    @property
+    def active_terms(self) -> list[str]:
+        """Terms with a positive scale, in registry order (empty when alpha == 1)."""
+        if self.alpha >= 1.0:
+            return []
+        return [n for n in kd_terms() if self.scales.get(n, 0.0) > 0]
 
     @property
     def uses_teacher(self) -> bool:
-        return self.alpha < 1.0 and (self.s_kl > 0 or self.s_fm > 0)
+        return bool(self.active_terms)
+
+    @property
+    def needs(self) -> set[str]:
+        """What the active terms read from the teachers: ``logits`` and/or ``features``."""
+        return {need for n in self.active_terms for need in kd_term(n).needs}
 
     @property
     def variant(self) -> str:
-        """The study's name for this point: no_kd, normal_kd, type_1 or type_2."""
-        if not self.uses_teacher:
-            return "no_kd"
-        if self.s_fm == 0:
-            return "normal_kd"
-        return "type_1" if self.s_kl == 0 else "type_2"
+        """The study's name for this point: no_kd, normal_kd, type_1, type_2, or the active
+        terms joined by '+' (``dkd``, ``dist+fm``) for the other methods."""
+        active = frozenset(self.active_terms)
+        return POSTER_VARIANTS.get(active) or "+".join(self.active_terms)
 
 
 class LeveledKDLoss(nn.Module):
     """Callable as ``loss(student_out, targets, teacher_logits=[...], teacher_features=[...])``.
 
-    Returns a dict with ``total`` (to backpropagate) and ``ce``, ``kd``, ``fm``
-    (detached, for logging). Holds the FM projectors, so its parameters must be
-    optimized together with the student's.
+    Returns a dict with ``total`` (to backpropagate), ``ce`` and one entry per registered
+    term (detached, for logging; 0 for terms not in use). Holds the active terms (and
+    their projectors), so its parameters must be optimized together with the student's.
     """
 
     def __init__(self, config: LeveledKDConfig, student_dim: int = 0, teacher_dims: Sequence[int] = (),
@@ -62,10 +133,9 @@ class LeveledKDLoss(nn.Module):
         super().__init__()
         self.config = config
         self.teacher_weights = normalized_weights(teacher_weights, len(teacher_dims)) if teacher_dims else []
-        needs_fm = config.uses_teacher and config.s_fm > 0
-        self.feature_matching = nn.ModuleList(
-            [FeatureMatching(student_dim, d) for d in teacher_dims] if needs_fm else []
-        )
+        self.terms = nn.ModuleDict({
+            name: kd_term(name)(config.hparams, student_dim, list(teacher_dims), self.teacher_weights)
+            for name in config.active_terms})
 
     def forward(self, student_out: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor,
                 teacher_logits: Sequence[torch.Tensor] = (),
@@ -73,16 +143,12 @@ class LeveledKDLoss(nn.Module):
         cfg = self.config
         logits, features = student_out
         ce = cross_entropy(logits.float(), targets, cfg.label_smoothing)
-        zero = ce.new_zeros(())
-        kd = fm = zero
-        if cfg.uses_teacher and cfg.s_kl > 0:
-            if not teacher_logits:
-                raise ValueError("s_kl > 0 needs teacher logits")
-            kd = kd_loss(logits, soft_targets(teacher_logits, cfg.temperature, self.teacher_weights), cfg.temperature)
-        if cfg.uses_teacher and cfg.s_fm > 0:
-            if len(teacher_features) != len(self.feature_matching):
-                raise ValueError(f"expected features of {len(self.feature_matching)} teachers, got {len(teacher_features)}")
-            fm = sum((w * m(features, f) for w, m, f in
-                      zip(self.teacher_weights, self.feature_matching, teacher_features)), zero)
-        total = cfg.alpha * ce + (1 - cfg.alpha) * (cfg.s_kl * kd + cfg.s_fm * fm)
-        return {"total": total, "ce": ce.detach(), "kd": kd.detach(), "fm": fm.detach()}
+        parts = {name: ce.new_zeros(()) for name in kd_terms()}
+        kd_sum = None
+        for name, term in self.terms.items():
+            extra = {"targets": targets} if term.needs_targets else {}
+            parts[name] = term(logits, features, teacher_logits, teacher_features, **extra)
+            scaled = cfg.scales[name] * parts[name]
+            kd_sum = scaled if kd_sum is None else kd_sum + scaled
+        total = cfg.alpha * ce if kd_sum is None else cfg.alpha * ce + (1 - cfg.alpha) * kd_sum
+        return {"total": total, "ce": ce.detach(), **{k: v.detach() for k, v in parts.items()}}

@@ -1,5 +1,5 @@
 """Teacher and student architectures, built by name with :func:`build_model`."""
-from . import cnn, involution, mlp  # noqa: F401  (registers the architectures)
+from . import cnn, involution, mlp, vit  # noqa: F401  (registers the architectures)
 from .registry import ModelOutput, build_model, feature_dim, model_names, register_model
 
 __all__ = ["ModelOutput", "build_model", "feature_dim", "model_names", "register_model"]

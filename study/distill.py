@@ -15,10 +15,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from losses import all_hyperparams, kd_terms, scale_key
 from models import model_names
 
 from .cli import run_cli
@@ -26,6 +27,7 @@ from .data import DATASETS, load_dataset, shift_grid, train_val_split
 from .distillation import RunSpec, TeacherRef, build_trainer, evaluate_split
 from .errors import InputError, check_device
 from .runtime import PRECISION_ENV
+from .spaces import run_spec
 from .teachers import TeacherBank, TeacherSpec, snapshot_steps, teacher_bank_root
 
 if TYPE_CHECKING:
@@ -44,18 +46,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-download", action="store_true", help="never try to download datasets")
     p.add_argument("--output-dir", default="runs", help="teacher banks go to OUTPUT_DIR/teachers")
     p.add_argument("--teacher", type=_csv(str), default=["cnn_1"],
-                   help=f"teacher architecture(s), comma-separated, or 'none'; choices: {', '.join(model_names())}")
+                   help="teacher architecture(s), comma-separated, or 'none'; choices: "
+                        + ", ".join(model_names("teacher")))
     p.add_argument("--teacher-step", type=_csv(int), default=[2500], help="snapshot step per teacher")
     p.add_argument("--teacher-weight", type=_csv(float), default=None, help="mixing weight per teacher")
     p.add_argument("--teacher-steps", type=int, default=None,
                    help="train teacher banks up to this step (default: the largest --teacher-step)")
     p.add_argument("--teacher-label-smoothing", type=float, default=0.0)
-    p.add_argument("--student", default="mlp_1", choices=model_names())
+    p.add_argument("--student", default="mlp_1", choices=model_names("student"))
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--s-kl", type=float, default=1.0)
-    p.add_argument("--s-fm", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0, help="on the student's CE term")
+    kd = p.add_argument_group("KD terms", "L = a*CE + (1-a) * sum of s_<term> * <term>; every registered term "
+                                          "(losses/registry.py) has a scale and its hyperparameters")
+    for name, term in kd_terms().items():
+        kd.add_argument(f"--s-{name.replace('_', '-')}", type=float, default=float(term.default_scale),
+                        help=f"scale of {term.summary}")
+    for key, hp in all_hyperparams().items():
+        kd.add_argument("--" + key.replace("_", "-"), type=float, default=hp.default,
+                        help=f"{hp.help} {hp.bounds_text}")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="stratified student training subset size")
@@ -86,18 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.teacher_weight or [1.0] * len(teachers)
     if len(weights) != len(teachers):
         raise InputError(f"give one --teacher-weight per teacher ({len(teachers)}), got {weights}")
-    unknown = sorted(set(teachers) - set(model_names()))
-    if unknown:
-        raise InputError(f"unknown teacher {unknown[0]!r}; valid choices: none, {', '.join(model_names())}")
-    refs = tuple(TeacherRef(a, s, w) for a, s, w in zip(teachers, args.teacher_step, weights))
-    spec = RunSpec(dataset=args.dataset, student=args.student, teachers=refs, alpha=args.alpha,
-                   temperature=args.temperature, s_kl=args.s_kl, s_fm=args.s_fm,
-                   label_smoothing=args.label_smoothing, teacher_label_smoothing=args.teacher_label_smoothing,
-                   epochs=args.epochs, seed=args.seed, train_subset=args.train_subset)
-    try:
-        spec.loss_config  # the loss checks its own ranges (alpha in [0, 1], T > 0, scales >= 0)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    # one validated configuration (study/config.py): roles, bounds and unknown values, one-line errors
+    config = {"student": args.student, "teachers": "+".join(teachers) or "none", "alpha": args.alpha,
+              "label_smoothing": args.label_smoothing, "teacher_label_smoothing": args.teacher_label_smoothing,
+              "seed": args.seed, **{f"step_{a}": s for a, s in zip(teachers, args.teacher_step)},
+              **{scale_key(n): getattr(args, scale_key(n)) for n in kd_terms()},
+              **{k: getattr(args, k) for k in all_hyperparams()}}
+    spec = replace(run_spec(config, dataset=args.dataset, epochs=args.epochs, train_subset=args.train_subset),
+                   teachers=tuple(TeacherRef(a, s, w) for a, s, w in zip(teachers, args.teacher_step, weights)))
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     tracking = _tracker(args)  # before training: an unreachable tracking server fails in seconds
 
@@ -109,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--train-subset {args.train_subset}: {error}") from None
     outputs = []
     if spec.uses_teachers:
-        max_steps = args.teacher_steps or max(r.step for r in refs)
+        max_steps = args.teacher_steps or max(r.step for r in spec.teachers)
         root = teacher_bank_root(args.output_dir)
-        for ref in refs:
+        for ref in spec.teachers:
             if ref.step not in snapshot_steps(max_steps):
                 raise InputError(f"--teacher-step {ref.step} is not a snapshot step; valid: "
                                  f"{', '.join(map(str, snapshot_steps(max_steps)))}")

@@ -8,7 +8,7 @@ cached outputs, so the training loop itself knows nothing about teachers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
@@ -33,16 +33,16 @@ class TeacherRef:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that defines one student run (what a Tune trial's config resolves to)."""
+    """Everything that defines one student run (what a Tune trial's config resolves to).
+
+    ``loss`` holds alpha, label smoothing and every KD term's scale and hyperparameters
+    (``LeveledKDConfig(s_kl=1.0, temperature=4.0)``; see losses/registry.py).
+    """
 
     dataset: str = "mnist"
     student: str = "mlp_1"
     teachers: tuple[TeacherRef, ...] = ()
-    alpha: float = 0.5
-    temperature: float = 4.0
-    s_kl: float = 1.0
-    s_fm: float = 0.0
-    label_smoothing: float = 0.0
+    loss: LeveledKDConfig = field(default_factory=LeveledKDConfig)
     teacher_label_smoothing: float = 0.0
     epochs: int = 5
     seed: int = 0
@@ -52,19 +52,27 @@ class RunSpec:
     weight_decay: float = 1e-3
 
     @property
+    def alpha(self) -> float:
+        return self.loss.alpha
+
+    @property
     def loss_config(self) -> LeveledKDConfig:
-        """The leveled loss; without teachers the KD terms are off whatever s_kl/s_fm say."""
-        s_kl, s_fm = (self.s_kl, self.s_fm) if self.teachers else (0.0, 0.0)
-        return LeveledKDConfig(self.alpha, self.temperature, s_kl, s_fm, self.label_smoothing)
+        """The leveled loss; without teachers the KD terms are off whatever their scales say."""
+        if self.teachers:
+            return self.loss
+        return LeveledKDConfig(self.loss.alpha, self.loss.label_smoothing, scales={n: 0.0 for n in self.loss.scales})
 
     @property
     def uses_teachers(self) -> bool:
         return bool(self.teachers) and self.loss_config.uses_teacher
 
     def params(self) -> dict[str, object]:
-        """Flat, loggable description (one MLflow param per entry)."""
-        flat = {k: v for k, v in asdict(self).items() if k != "teachers"}
-        flat["variant"] = self.loss_config.variant if self.teachers else "no_kd"
+        """Flat, loggable description (one MLflow param per entry): every KD term's effective
+        scale and the hyperparameters of the terms in use."""
+        flat: dict[str, object] = {k: v for k, v in asdict(self).items() if k not in ("teachers", "loss")}
+        loss = self.loss_config
+        flat.update(alpha=loss.alpha, label_smoothing=loss.label_smoothing, **loss.flat())
+        flat["variant"] = loss.variant
         flat["teachers"] = "+".join(t.arch for t in self.teachers) or "none"
         for i, t in enumerate(self.teachers):
             flat[f"teacher_{i}"] = t.arch

@@ -15,6 +15,15 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+
+def kd_columns() -> list[str]:
+    """Report columns of the KD terms, from their registry: each term's scale, then the
+    hyperparameters (``s_kl``, ``s_fm``, ``s_dkd``, ..., ``temperature``, ``dkd_beta``, ...)."""
+    from losses import all_hyperparams, kd_terms, scale_key
+
+    return [scale_key(n) for n in kd_terms()] + list(all_hyperparams())
+
+
 SHIFT_COLUMN = re.compile(r"^(val|test)_acc_shift/dx_(-?\d+)_dy_(-?\d+)$")
 
 
@@ -23,8 +32,8 @@ def trials_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    first = ["trial_id", "state", "baseline", "variant", "teachers", "teacher_step", "alpha", "temperature", "s_kl",
-             "s_fm", "seed", "epochs_done", "val_clean_acc", "val_translated_acc", "test_clean_acc",
+    first = ["trial_id", "state", "baseline", "variant", "student", "teachers", "teacher_step", "alpha", *kd_columns(),
+             "seed", "epochs_done", "val_clean_acc", "val_translated_acc", "test_clean_acc",
              "test_translated_acc"]
     ordered = [c for c in first if c in table.columns] + [c for c in table.columns if c not in first]
     return table[ordered]
@@ -85,7 +94,7 @@ def figure_vs_teacher_step(table: pd.DataFrame) -> go.Figure:
             subset=["teacher_step"])
     fig = px.scatter(data, x="teacher_step", y="val_translated_acc", color="variant" if not data.empty else None,
                      symbol="teachers" if not data.empty else None, log_x=True,
-                     hover_data=[c for c in ("trial_id", "alpha", "temperature", "s_kl", "s_fm") if c in data],
+                     hover_data=[c for c in ("trial_id", "alpha", *kd_columns()) if c in data],
                      title="Validation translated accuracy vs teacher snapshot step")
     for _, row in baseline_rows(table).iterrows():
         fig.add_hline(y=row["val_translated_acc"], line_dash="dot", annotation_text="no KD")
@@ -156,6 +165,63 @@ def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> 
     return gains
 
 
+def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> pd.DataFrame:
+    """One row per arm of a controlled study (spaces with ``arms``): its mean validation and test
+    accuracies over seeds, and its paired effect on test translated accuracy against the no-KD
+    baseline of the *same student* (hierarchical bootstrap over seeds and images, Holm-adjusted
+    across arms). ``chosen`` marks the arm with the best mean *validation* translated accuracy:
+    the test columns report, they never choose. Empty when the study has no arms.
+    """
+    from .findings import Predictions, Skip
+    from .stats import holm, paired_effect
+
+    done = table[table.get("state", pd.Series(dtype=str)) == "completed"] if not table.empty else table
+    if done.empty or "arm" not in done or done["arm"].isna().all():
+        return pd.DataFrame()
+    base = baseline_rows(done)
+    predictions = Predictions(study_dir, "test")
+    rows = []
+    for arm, trials in done[done["arm"].notna()].groupby("arm", sort=False):
+        student = trials["student"].iloc[0] if "student" in trials else None
+        row: dict[str, Any] = {"arm": arm, "student": student, "teachers": trials["teachers"].iloc[0],
+                               "variant": trials["variant"].iloc[0], "trials": len(trials)}
+        for column in ("val_translated_acc", "test_clean_acc", "test_translated_acc", "test_small_shift_acc"):
+            if column in trials:
+                row[column] = float(trials[column].mean())
+        same = base[base["student"] == student] if "student" in base and student is not None else base
+        try:
+            (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(same.assign(teacher_seed=None))
+            effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
+            row.update(effect=effect.estimate, ci_low=effect.ci_low, ci_high=effect.ci_high, p=effect.p_value,
+                       n=effect.n)
+        except (Skip, ValueError):
+            pass  # no per-image results or no baseline of this student: means only
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "p" in frame:
+        tested = frame["p"].notna()
+        frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p"].tolist())
+    frame["chosen"] = frame["val_translated_acc"] == frame["val_translated_acc"].max()
+    return frame
+
+
+def arms_markdown(frame: pd.DataFrame) -> str:
+    """The arms table as Markdown: effect [95% CI] and Holm p against the same student's no-KD baseline."""
+    lines = ["| arm | student | val translated | test clean | test translated | vs no KD [95% CI] | Holm p |",
+             "|---|---|---|---|---|---|---|"]
+    from .stats import format_p
+
+    for r in frame.to_dict("records"):
+        effect = (f"{r['effect']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+                  if pd.notna(r.get("effect", float("nan"))) else "n/a")
+        p = format_p(r["p_holm"]) if pd.notna(r.get("p_holm", float("nan"))) else ""
+        name = f"**{r['arm']}** (chosen on val)" if r["chosen"] else r["arm"]
+        clean = r.get("test_clean_acc", float("nan"))
+        lines.append(f"| {name} | {r['student']} | {r['val_translated_acc']:.4f} | {clean:.4f} "
+                     f"| {r['test_translated_acc']:.4f} | {effect} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
 def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any]:
     """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
     (with paired confidence intervals when ``study_dir/predictions`` holds the trials' per-image results)."""
@@ -165,9 +231,8 @@ def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any
                            "states": table["state"].value_counts().to_dict() if not table.empty else {}}
     if not best.empty:
         row = best.iloc[0]
-        keep = ["trial_id", "variant", "teachers", "teacher_step", "alpha", "temperature", "s_kl", "s_fm",
-                "teacher_weight", "seed", "val_clean_acc", "val_translated_acc", "test_clean_acc",
-                "test_translated_acc"]
+        keep = ["trial_id", "variant", "student", "teachers", "teacher_step", "alpha", *kd_columns(), "teacher_weight",
+                "seed", "val_clean_acc", "val_translated_acc", "test_clean_acc", "test_translated_acc"]
         out["best"] = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keep
                        if k in row and pd.notna(row[k])}
     if not base.empty:
@@ -181,6 +246,9 @@ def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any
         gains = paired_gains(table, study_dir)
         if gains:
             out["paired_gain"] = gains
+        arms = arm_effects(table, study_dir)
+        if not arms.empty:
+            out["arms"] = arms.to_dict("records")
     return out
 
 
@@ -210,4 +278,8 @@ def format_summary(s: dict[str, Any]) -> str:
                  "translated_over_clean": "translated / clean"}
         for metric, gain in s["paired_gain"].items():
             lines.append(f"  {names.get(metric, metric):<24} {gain['text']}")
+    if "arms" in s:
+        lines.append("arms (means over seeds; effect on test translated vs the same student's no-KD baseline, "
+                     "paired over seeds and images):")
+        lines.append(arms_markdown(pd.DataFrame(s["arms"])).rstrip())
     return "\n".join(lines)

@@ -17,15 +17,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
 from .data import load_dataset, train_val_split
+from .errors import InputError, UserError, check_reachable
 from .spaces import Space, load_space
 from .teachers import TeacherBank, teacher_bank_root
-from .errors import InputError, UserError, check_reachable
 from .tracking import Tracker, browse_hint, default_tracking_uri, study_tags
 
 DEFAULT_SEARCH_TRIALS = 12
@@ -56,8 +56,7 @@ class Study:
             raise InputError(f"--num-samples {self.search_trials} exceeds the grid of {self.space.grid_size()} points")
         if self.search_trials < 1:
             raise InputError("--num-samples must be >= 1")
-        self.baselines = [] if args.no_baseline else [self.space.baseline_config(s)
-                                                      for s in self.space.baseline_seeds(args.seed)]
+        self.baselines = [] if args.no_baseline else self.space.baseline_configs(args.seed)
         self.planned = self.search_trials + len(self.baselines)
         self.train_subset = args.train_subset or None
         self.use_asha = self.space.scheduler == "asha" and not args.no_asha

@@ -37,8 +37,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from models import model_names
-
+from .config import ConfigError, check_value, describe_keys, loss_config, validate_run
 from .distillation import RunSpec, TeacherRef
 from .errors import UserError
 from .teachers import TeacherSpec, snapshot_steps
@@ -46,23 +45,6 @@ from .teachers import TeacherSpec, snapshot_steps
 SPACES_DIR = Path(__file__).with_name("spaces")
 SAMPLERS = ("tpe", "random", "grid")
 SCHEDULERS = ("asha", "none")
-VARIANTS = {"no_kd": (0.0, 0.0), "normal_kd": (1.0, 0.0), "type_1": (0.0, 1.0), "type_2": (1.0, 1.0)}
-#: Keys a space (or ``--set``) may name, and what they mean.
-KEYS = {
-    "student": "student architecture (mlp_1, mlp_2)",
-    "teachers": "teacher architectures joined by '+', e.g. cnn_1+cnn_2, or none",
-    "teacher_step": "snapshot step of each teacher: a number, weak, strong, or 'bank' (all)",
-    "teacher_weight": "mixing weight of the first of two teachers",
-    "teacher_label_smoothing": "label smoothing the teacher was trained with (its own bank)",
-    "teacher_seed": "seed the teachers were trained with (one bank per seed), e.g. choices [0, 1, 2]",
-    "alpha": "weight of the hard-label CE term, in [0, 1]",
-    "temperature": "KD temperature T > 0",
-    "s_kl": "scale of the KD (KL) term, >= 0",
-    "s_fm": "scale of the feature-matching term, >= 0",
-    "variant": "no_kd, normal_kd, type_1 or type_2 (sets which of s_kl, s_fm are zero)",
-    "label_smoothing": "label smoothing on the student's CE term",
-    "seed": "student seed (initialization, batch order)",
-}
 #: Fraction of the teacher-step budget the "weak" (early) snapshot sits at: 2,500 of 25,000.
 WEAK_FRACTION = 0.1
 
@@ -117,30 +99,11 @@ class Param:
 
 
 def _check_value(key: str, value: Any) -> None:
-    """One-line errors for values outside what the loss and the models accept."""
-    bounds = {"alpha": (0.0, 1.0), "s_kl": (0.0, math.inf), "s_fm": (0.0, math.inf), "teacher_weight": (0.0, 1.0),
-              "label_smoothing": (0.0, 0.999), "teacher_label_smoothing": (0.0, 0.999)}
-    if key in bounds or key == "temperature":
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise SpaceError(f"{key} must be a number, got {value!r}")
-        low, high = bounds.get(key, (1e-9, math.inf))
-        if not low <= value <= high:
-            raise SpaceError(f"{key}={value} is out of range [{low}, {high}]")
-    elif key == "teachers":
-        archs = str(value).split("+")
-        valid = model_names("teacher")
-        if value != "none" and any(a not in valid for a in archs):
-            raise SpaceError(f"teachers={value!r}: valid teachers are {', '.join(valid)} (joined by '+') or none")
-    elif key == "student" and value not in model_names("student"):
-        raise SpaceError(f"student={value!r}: valid choices are {', '.join(model_names('student'))}")
-    elif key == "variant" and value not in VARIANTS:
-        raise SpaceError(f"variant={value!r}: valid choices are {', '.join(VARIANTS)}")
-    elif key == "teacher_step" and not (value in ("weak", "strong", "bank") or
-                                        (isinstance(value, int) and not isinstance(value, bool) and value > 0)):
-        raise SpaceError(f"teacher_step={value!r}: use a positive snapshot step, weak, strong or bank")
-    elif key in ("seed", "teacher_seed") and not (isinstance(value, int) and not isinstance(value, bool)
-                                                  and value >= 0):
-        raise SpaceError(f"{key} must be an integer >= 0, got {value!r}")
+    """A space's value for ``key`` against the run configuration (study/config.py): one-line errors."""
+    try:
+        check_value(key, value)
+    except ConfigError as error:
+        raise SpaceError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -178,9 +141,10 @@ class Space:
             raise SpaceError(f"space {self.name!r}: sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.scheduler not in SCHEDULERS:
             raise SpaceError(f"space {self.name!r}: scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        keys = describe_keys()
         for key in [*self.fixed, *self.params, *(k for arm in self.arms.values() for k in arm)]:
-            if key not in KEYS:
-                raise SpaceError(f"space {self.name!r}: unknown key {key!r}; valid keys: {', '.join(KEYS)}")
+            if key not in keys:
+                raise SpaceError(f"space {self.name!r}: unknown key {key!r}; valid keys: {', '.join(keys)}")
         for key, value in [*self.fixed.items(), *(kv for arm in self.arms.values() for kv in arm.items())]:
             _check_value(key, value)
         for arm, values in self.arms.items():
@@ -189,8 +153,7 @@ class Space:
                                  f"which are also searched")
         for param in self.params.values():
             for value in param.values():
-                if not (param.name == "teacher_step" and value == "bank"):
-                    _check_value(param.name, value)
+                _check_value(param.name, value)
         if "variant" in self.keys and {"s_kl", "s_fm"} & set(self.params):
             raise SpaceError(f"space {self.name!r}: search either variant or s_kl/s_fm, not both")
         if self.sampler == "grid":
@@ -221,8 +184,8 @@ class Space:
             key = key.strip()
             if not sep or not key:
                 raise SpaceError(f"--set expects key=value, got {item!r}")
-            if key not in KEYS:
-                raise SpaceError(f"--set {key}: unknown key; valid keys: {', '.join(KEYS)}")
+            if key not in describe_keys():
+                raise SpaceError(f"--set {key}: unknown key; valid keys: {', '.join(describe_keys())}")
             try:
                 value = yaml.safe_load(text)
             except yaml.YAMLError:
@@ -395,11 +358,25 @@ class Space:
             return [int(s) for s in self.params["seed"].choices]
         return [int(self.fixed.get("seed", seed))]
 
-    def baseline_config(self, seed: int) -> dict[str, Any]:
+    def students(self) -> list[str]:
+        """Every student a trial of this space can train (fixed, searched or named by arms)."""
+        if "student" in self.params:
+            found = [str(c) for c in self.params["student"].choices]
+        else:
+            found = [str(arm["student"]) for arm in self.arms.values() if "student" in arm]
+            if not found or len(found) < len(self.arms):
+                found.insert(0, str(self.fixed.get("student", "mlp_1")))
+        return list(dict.fromkeys(found))
+
+    def baseline_config(self, seed: int, student: str | None = None) -> dict[str, Any]:
         """The no-KD student this space is compared with: same student, CE only."""
-        return {"baseline": True, "teachers": "none", "student": self.fixed.get("student", "mlp_1"),
+        return {"baseline": True, "teachers": "none", "student": student or self.students()[0],
                 "alpha": 1.0, "s_kl": 0.0, "s_fm": 0.0, "temperature": 1.0,
                 "label_smoothing": float(self.fixed.get("label_smoothing", 0.0)), "seed": seed}
+
+    def baseline_configs(self, seed: int) -> list[dict[str, Any]]:
+        """One no-KD baseline per student and student seed (a ViT and an MLP each get their own)."""
+        return [self.baseline_config(s, student) for student in self.students() for s in self.baseline_seeds(seed)]
 
 
 # ----------------------------------------------------------------------------- registry
@@ -433,23 +410,24 @@ def list_spaces() -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- config -> run
 
 def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset: int | None) -> RunSpec:
-    """Turn a trial's config (sampled + constant values) into the run it describes."""
-    teachers = str(config.get("teachers", "none"))
-    archs = [] if teachers == "none" else teachers.split("+")
-    if len(archs) == 2 and "teacher_weight" in config:
-        weights = [float(config["teacher_weight"]), 1.0 - float(config["teacher_weight"])]
+    """Turn a trial's config (sampled + constant values) into the run it describes, validated
+    against :class:`~study.config.RunConfig` (an unknown key or a value out of range is an error)."""
+    run = validate_run(config)
+    archs = [] if run.teachers == "none" else run.teachers.split("+")
+    if len(archs) == 2 and "teacher_weight" in run.model_fields_set:
+        weights = [run.teacher_weight, 1.0 - run.teacher_weight]
     else:
         weights = [1.0] * len(archs)
-    teacher_seed = int(config.get("teacher_seed", 0))
-    refs = tuple(TeacherRef(a, int(config[f"step_{a}"]), w, teacher_seed) for a, w in zip(archs, weights))
-    s_kl, s_fm = float(config.get("s_kl", 1.0)), float(config.get("s_fm", 0.0))
-    if "variant" in config:
-        on_kl, on_fm = VARIANTS[config["variant"]]
-        s_kl, s_fm = on_kl * float(config.get("s_kl", 1.0)), on_fm * float(config.get("s_fm", 1.0))
-    return RunSpec(
-        dataset=dataset, student=str(config.get("student", "mlp_1")), teachers=refs,
-        alpha=float(config.get("alpha", 0.5)), temperature=float(config.get("temperature", 4.0)),
-        s_kl=s_kl, s_fm=s_fm, label_smoothing=float(config.get("label_smoothing", 0.0)),
-        teacher_label_smoothing=float(config.get("teacher_label_smoothing", 0.0)),
-        epochs=epochs, seed=int(config.get("seed", 0)), train_subset=train_subset,
-    )
+    refs = tuple(TeacherRef(a, _teacher_step(run, a), w, run.teacher_seed) for a, w in zip(archs, weights))
+    return RunSpec(dataset=dataset, student=run.student, teachers=refs, loss=loss_config(run),
+                   teacher_label_smoothing=run.teacher_label_smoothing, epochs=epochs, seed=run.seed,
+                   train_subset=train_subset)
+
+
+def _teacher_step(run: Any, arch: str) -> int:
+    step = getattr(run, f"step_{arch}")
+    if step is None:
+        step = run.teacher_step if isinstance(run.teacher_step, int) else None
+    if step is None:
+        raise ConfigError(f"teacher {arch} needs a snapshot step (step_{arch} or teacher_step)")
+    return step

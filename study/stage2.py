@@ -5,15 +5,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from ray import tune
 
-from .reports import (best_trials, figure_shift_curves, figure_vs_teacher_step, format_summary, optuna_figures,
-                      summary, trials_table, write_figures, write_table)
+from .reports import (
+    arms_markdown,
+    best_trials,
+    figure_shift_curves,
+    figure_vs_teacher_step,
+    format_summary,
+    kd_columns,
+    optuna_figures,
+    summary,
+    trials_table,
+    write_figures,
+    write_table,
+)
 from .tracking import Tracker
-from .trial_state import ENDED, classify
 from .trainable import StudySettings, load_student, train_student
-from .tuning import (MLflowTrialLogger, Resources, StudyProgress, make_scheduler, make_searcher, trial_params)
+from .trial_state import ENDED, classify
+from .tuning import MLflowTrialLogger, Resources, StudyProgress, make_scheduler, make_searcher, trial_params
 
 
 def say(message: str) -> None:
@@ -80,13 +92,14 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
         spec = run_spec(config, dataset=args.dataset, epochs=args.max_epochs, train_subset=study.train_subset)
         p = spec.params()
         row = {"trial_id": trial_id, "state": state, "baseline": bool(config.get("baseline", False)),
-               "variant": p["variant"], "teachers": p["teachers"],
+               "variant": p["variant"], "student": spec.student, "teachers": p["teachers"],
                "teacher_step": spec.teachers[0].step if spec.teachers else None,
                "teacher_weight": spec.teachers[0].weight if len(spec.teachers) > 1 else None,
-               "alpha": spec.alpha, "temperature": spec.temperature, "s_kl": spec.s_kl, "s_fm": spec.s_fm,
+               "alpha": spec.alpha, **{k: p[k] for k in kd_columns() if k in p},
                "teacher_label_smoothing": spec.teacher_label_smoothing, "seed": spec.seed, "epochs_done": epochs,
                "teacher_seed": spec.teachers[0].seed if spec.teachers else None, "arm": config.get("arm"),
                "stopped_early": bool(metrics.get("stopped_early", False)),
+               "ended_at": metrics.get("timestamp"),  # unix time (whole seconds) of the trial's last result
                **{f"teacher_{i}_step": t.step for i, t in enumerate(spec.teachers)},
                **{k: v for k, v in metrics.items() if k.startswith(("val_", "test_", "loss_", "time_"))}}
         rows.append(row)
@@ -115,6 +128,9 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
     result_summary = summary(table, study.dir)
     (reports / "summary.json").write_text(json.dumps(result_summary, indent=2, default=str))
     paths.append(reports / "summary.json")
+    if "arms" in result_summary:
+        (reports / "arms.md").write_text(arms_markdown(pd.DataFrame(result_summary["arms"])))
+        paths.append(reports / "arms.md")
     for path in paths:
         tracker.log_artifact(parent_id, path, "reports")
     _log_best_models(table, checkpoints, tracker, parent_id, data, settings, reports, args.keep_best, result_summary)
@@ -159,7 +175,7 @@ def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data,
     its gain over no KD and its trial, and gets the alias ``best``. Runs on the driver, after the
     search: trials never talk to MLflow. Idempotent: a resumed study logs and registers nothing twice.
     """
-    from .mlflow_models import log_student, registered_model_name, register_student, serving_module
+    from .mlflow_models import log_student, register_student, registered_model_name, serving_module
 
     study_tags = dict(getattr(tracker, "run_tags", {}) or {})
     for rank, (_, row) in enumerate(best_trials(table, k=keep).iterrows()):

@@ -12,11 +12,12 @@ import sys
 import time
 
 import pytest
-from helpers import ROOT, free_port
+from helpers import ROOT
 
 import run_study
 from study import distill
 from study.cli import run_cli
+from study.testing import free_port
 
 
 def _bank_manifest(bank_dir, content: str) -> None:
@@ -84,12 +85,12 @@ STUDY_CASES = [
 ]
 
 DISTILL_CASES = [
-    ("alpha-out-of-range", lambda t: ["--alpha", "2"], "alpha must be in [0, 1]"),
-    ("temperature-zero", lambda t: ["--temperature", "0"], "temperature must be positive"),
-    ("negative-scale", lambda t: ["--s-fm", "-1"], "s_kl and s_fm must be >= 0"),
+    ("alpha-out-of-range", lambda t: ["--alpha", "2"], "alpha=2.0 is out of range [0, 1]"),
+    ("temperature-zero", lambda t: ["--temperature", "0"], "temperature=0.0 is out of range (0, 100]"),
+    ("negative-scale", lambda t: ["--s-fm", "-1"], "s_fm=-1.0 is out of range [0, inf)"),
     ("epochs-0", lambda t: ["--epochs", "0"], "--epochs and --train-subset must be >= 1"),
     ("device-cuda-no-gpu", lambda t: ["--device", "cuda"], "no CUDA GPU"),
-    ("teacher-unknown", lambda t: ["--teacher", "resnet"], "valid choices"),
+    ("teacher-unknown", lambda t: ["--teacher", "resnet"], "valid teachers are"),
     ("teacher-steps-mismatch", lambda t: ["--teacher", "cnn_1,cnn_2", "--teacher-step", "50"],
      "one --teacher-step per teacher"),
     ("not-a-snapshot-step", lambda t: ["--teacher-step", "75"], "not a snapshot step"),

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,3 +24,30 @@ def test_gpu_check_tiny_mode_runs_every_section_on_cpu(tmp_path):
     assert report["teacher_bank"]["precision"] in ("fp32", "bf16")
     assert report["student"]["eager_epoch_s"] > 0 and "graphs_epoch_s" not in report["student"]  # graphs: CUDA only
     assert [r["processes"] for r in report["sharing"]["rows"]] == [2]
+
+
+@pytest.mark.slow
+def test_search_efficiency_tiny_mode_runs_both_arms_against_one_target(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "search_efficiency.json"
+    command = [sys.executable, "-m", "benchmarks.search_efficiency", "--tiny", "--output-dir", str(tmp_path / "runs"),
+               "--json", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = {run["arm"]: run for run in report["runs"]}
+    assert sorted(runs) == ["random", "tpe_asha"] and len(report["runs"]) == 2 and set(report["summary"]) == set(runs)
+    assert (runs["tpe_asha"]["sampler"], runs["tpe_asha"]["scheduler"]) == ("tpe", "asha")
+    assert (runs["random"]["sampler"], runs["random"]["scheduler"]) == ("random", "fifo")
+    tables = {}
+    for arm, run in runs.items():
+        assert run["trials"] == run["completed"] + run["pruned"] == 2 and run["failed"] == 0  # --no-baseline
+        tables[arm] = pd.read_csv(Path(report["output_dir"]) / run["study"] / "studies" / run["study"] / "reports"
+                                  / "trials.csv")
+        assert len(tables[arm]) == 2 and not tables[arm]["baseline"].any() and tables[arm]["ended_at"].notna().all()
+    assert runs["random"]["pruned"] == 0
+    assert report["target"] == max(float(t["val_translated_acc"].max()) for t in tables.values())
+    holder = max(runs.values(), key=lambda run: run["best_val_translated"])
+    assert holder["time_to_target_s"] is not None and 0 <= holder["time_to_target_s"] <= holder["search_s"]
+    assert report["summary"][holder["arm"]]["reached"] == 1.0

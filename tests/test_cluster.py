@@ -17,11 +17,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, free_port, run_study, runs_of, study_args
+from helpers import ROOT, run_study, study_args
 
+from study.cluster_config import (
+    ClusterConfigError,
+    SharedStorageError,
+    check_paths_on_every_node,
+    check_shared_storage,
+    validate_cluster_config,
+)
 from study.run import ray_tmpdir
-from study.cluster_config import (ClusterConfigError, SharedStorageError, check_paths_on_every_node,
-                                  check_shared_storage, validate_cluster_config)
+from study.testing import free_port, raylet_pid, running_trial_on_a_worker, runs_of, trial_results
 
 CLUSTER_FILES = ["cluster.yaml", "cluster.local.yaml"]
 MLFLOW_SCRIPT = "scripts/start_mlflow_server.sh"
@@ -185,35 +191,6 @@ def test_shared_storage_check_names_a_path_a_node_cannot_see(local_cluster, tmp_
         ray.shutdown()
 
 
-def _raylet_pid(node) -> int:
-    return node.all_processes["raylet"][0].process.pid
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _results(trial_dir: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
-        return []
-
-
-def _running_trial_on_a_worker(tune_dir: Path, raylets: dict, max_epochs: int):
-    """(trial dir, node) of a trial that has reported, is not done, and runs on a worker node."""
-    for trial_dir in sorted(tune_dir.glob("trial_*")):
-        results = _results(trial_dir)
-        if results and results[-1]["training_iteration"] < max_epochs:
-            node = raylets.get(_parent_pid(results[-1]["pid"]))  # trial actors are children of their raylet
-            if node is not None:
-                return trial_dir, node
-    return None
-
-
 @pytest.mark.slow
 def test_multi_node_study_survives_losing_a_worker_node(local_cluster, mnist_root, bank_dir, tmp_path):
     cluster, workers = local_cluster
@@ -223,12 +200,12 @@ def test_multi_node_study_survives_losing_a_worker_node(local_cluster, mnist_roo
     driver = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     tune_dir = tmp_path / "studies" / "leveled_kd-mnist" / "tune"
-    raylets = {_raylet_pid(node): node for node in workers}
+    raylets = {raylet_pid(node): node for node in workers}
     victim = None
     try:
         deadline = time.time() + 300
         while victim is None and driver.poll() is None and time.time() < deadline:
-            victim = _running_trial_on_a_worker(tune_dir, raylets, epochs)
+            victim = running_trial_on_a_worker(tune_dir, raylets, epochs)
             time.sleep(0.1)
         assert victim is not None, "no trial result on a worker node before the study ended"
         trial_dir, node = victim
@@ -242,7 +219,7 @@ def test_multi_node_study_survives_losing_a_worker_node(local_cluster, mnist_roo
 
     # Tune saw the failure and retried the trial from its checkpoint on the surviving node
     assert (trial_dir / "error.txt").is_file(), output[-4000:]
-    results = _results(trial_dir)
+    results = trial_results(trial_dir)
     pids = list(dict.fromkeys(r["pid"] for r in results))
     assert len(pids) >= 2 and results[-1]["training_iteration"] == epochs
     first_after_retry = next(r for r in results if r["pid"] == pids[-1])

@@ -35,8 +35,8 @@ def test_no_teacher_run(mnist_root, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--teacher-step", "75"], "not a snapshot step"),
-    (["--teacher", "resnet"], "valid choices"),
-    (["--alpha", "2"], "alpha must be in [0, 1]"),
+    (["--teacher", "resnet"], "valid teachers are"),
+    (["--alpha", "2"], "alpha=2.0 is out of range [0, 1]"),
 ])
 def test_bad_input_is_one_line_error(mnist_root, tmp_path, args, message):
     result = run_cli("--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), *args)
@@ -109,9 +109,41 @@ def test_experiment_flag_chooses_the_mlflow_experiment(mnist_root, tmp_path, cap
 
 
 def test_unreachable_tracking_server_fails_before_training(mnist_root, tmp_path):
-    from helpers import free_port
+    from study.testing import free_port
 
     result = run_cli("--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher",
                      "none", "--epochs", "1", "--tracking-uri", f"http://127.0.0.1:{free_port()}")
     assert result.returncode != 0 and "cannot reach the MLflow tracking server" in result.stderr
     assert "epoch 1/1" not in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags,variant,part", [
+    (["--s-kl", "0", "--s-dkd", "1", "--dkd-beta", "4"], "dkd", "loss_dkd"),
+    (["--s-kl", "0", "--s-dist", "1"], "dist", "loss_dist"),
+    (["--s-kl", "0", "--s-rkd", "0.1"], "rkd", "loss_rkd"),
+])
+def test_registered_kd_methods_run_from_the_cli(mnist_root, tmp_path, capsys, flags, variant, part):
+    code = main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher", "cnn_1",
+                 "--teacher-step", "50", "--epochs", "1", "--train-subset", "500", "--json", *flags])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["variant"] == variant and report[f"s_{variant}"] > 0 and report["s_kl"] == 0
+    assert report["test_clean_acc"] > 0.2
+
+
+def test_vit_student_with_two_teachers_of_different_biases(mnist_root, tmp_path, capsys):
+    """The CiT setting from the CLI: a convolution and an involution teacher co-advise a ViT."""
+    code = main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path),
+                 "--teacher", "cnn_1,inn_1", "--teacher-step", "50,50", "--student", "vit_1", "--epochs", "1",
+                 "--train-subset", "300", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["student"] == "vit_1" and report["teachers"] == "cnn_1+inn_1"
+    assert report["teacher_0_weight"] == report["teacher_1_weight"]
+    assert 0.0 <= report["test_translated_acc"] <= 1.0
+
+
+def test_a_teacher_only_model_is_refused_as_student(mnist_root, tmp_path):
+    result = run_cli("--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path),
+                     "--student", "cnn_1")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses import (FeatureMatching, LeveledKDConfig, LeveledKDLoss, cross_entropy, kd_loss, kl_divergence,
-                    soft_targets)
+from losses import FeatureMatching, LeveledKDConfig, LeveledKDLoss, cross_entropy, kd_loss, kl_divergence, soft_targets
 
 
 def logits_of(probs):
@@ -91,9 +90,9 @@ def test_leveled_sum_of_parts_and_variants():
     cfg = LeveledKDConfig(alpha=0.4, temperature=3.0, s_kl=0.7, s_fm=2.0)
     loss = LeveledKDLoss(cfg, 16, [32])
     out = loss((logits, feats), y, [t_logits], [t_feats])
-    expected = 0.4 * out["ce"] + 0.6 * (0.7 * out["kd"] + 2.0 * out["fm"])
+    expected = 0.4 * out["ce"] + 0.6 * (0.7 * out["kl"] + 2.0 * out["fm"])
     torch.testing.assert_close(out["total"], expected)
-    assert out["kd"] > 0 and out["fm"] > 0
+    assert out["kl"] > 0 and out["fm"] > 0
     assert cfg.variant == "type_2"
     assert LeveledKDConfig(s_kl=0.0, s_fm=1.0).variant == "type_1"
     assert LeveledKDConfig(s_kl=1.0, s_fm=0.0).variant == "normal_kd"
@@ -136,10 +135,11 @@ def test_multi_teacher_soft_targets_are_weighted_average():
 def test_multi_teacher_one_fm_term_per_teacher():
     logits, feats, y = _student()
     loss = LeveledKDLoss(LeveledKDConfig(alpha=0.0, s_kl=0.0, s_fm=1.0), 16, [32, 64], [1.0, 1.0])
-    assert len(loss.feature_matching) == 2
+    matchers = loss.terms["fm"].matchers
+    assert len(matchers) == 2
     t1, t2 = torch.randn(8, 32), torch.randn(8, 64)
     out = loss((logits, feats), y, [torch.randn(8, 10)] * 2, [t1, t2])
-    expected = 0.5 * loss.feature_matching[0](feats, t1) + 0.5 * loss.feature_matching[1](feats, t2)
+    expected = 0.5 * matchers[0](feats, t1) + 0.5 * matchers[1](feats, t2)
     torch.testing.assert_close(out["fm"], expected.detach())
 
 
@@ -147,3 +147,63 @@ def test_multi_teacher_one_fm_term_per_teacher():
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         LeveledKDConfig(**kwargs)
+
+
+# The poster's terms as registered KD terms: the numbers of the loss before the registry
+# (commit 29a9e81, losses/leveled.py computing s_kl*KD + s_fm*FM by hand), pinned. Inputs and
+# projector initialisation are seeded; the values were printed by that commit's code.
+PINNED = [
+    (dict(alpha=0.4, temperature=3.0, s_kl=0.7, s_fm=2.0), 1, None,
+     {"total": 2.6825101375579834, "ce": 2.8788259029388428, "kl": 1.0882354974746704, "fm": 0.8949339985847473}),
+    (dict(alpha=0.5, temperature=4.0, s_kl=1.0, s_fm=0.0), 1, None,
+     {"total": 2.122215747833252, "ce": 3.241806983947754, "kl": 1.002624273300171, "fm": 0.0}),
+    (dict(alpha=0.0, temperature=4.0, s_kl=0.0, s_fm=1.0), 2, [0.3, 0.7],
+     {"total": 0.8776447772979736, "ce": 3.0672829151153564, "kl": 0.0, "fm": 0.8776447772979736}),
+    (dict(alpha=0.2, temperature=8.0, s_kl=2.0, s_fm=0.5, label_smoothing=0.1), 2, [1.0, 3.0],
+     {"total": 2.02156662940979, "ce": 2.821477174758911, "kl": 0.6777544021606445, "fm": 0.9321603775024414}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(PINNED)))
+def test_registered_kl_and_fm_give_the_numbers_of_the_loss_before_the_registry(case):
+    kwargs, teachers, weights, expected = PINNED[case]
+    g = torch.Generator().manual_seed(case)
+    z, f = torch.randn(8, 10, generator=g), torch.randn(8, 16, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+    t_logits = [torch.randn(8, 10, generator=g) for _ in range(teachers)]
+    t_feats = [torch.randn(8, 32, generator=g) for _ in range(teachers)]
+    torch.manual_seed(123)  # the projectors' initialisation
+    out = LeveledKDLoss(LeveledKDConfig(**kwargs), 16, [32] * teachers, weights)((z, f), y, t_logits, t_feats)
+    for key, value in expected.items():
+        assert float(out[key].detach()) == pytest.approx(value, rel=1e-6, abs=1e-7), key
+
+
+def test_registry_lists_the_poster_terms_first_and_rejects_bad_registrations():
+    from losses import HyperParam, KDTerm, kd_terms, register_kd_term
+
+    names = list(kd_terms())
+    assert names[:2] == ["kl", "fm"]
+    assert kd_terms()["kl"].needs == {"logits"} and kd_terms()["fm"].needs == {"features"}
+
+    class Clash(KDTerm):
+        name, needs = "clash", frozenset({"logits"})
+        hyperparams = (HyperParam("temperature", 2.0, 0.0, 10.0),)  # same key, other meaning
+
+    with pytest.raises(ValueError, match="differs"):
+        register_kd_term(Clash)
+    Clash.name, Clash.hyperparams = "kl", ()
+    with pytest.raises(ValueError, match="twice"):
+        register_kd_term(Clash)
+    assert list(kd_terms()) == names  # nothing was added
+
+
+def test_variant_names_other_methods_by_their_terms():
+    from losses import kd_terms
+
+    other = [n for n in kd_terms() if n not in ("kl", "fm")]
+    for name in other:
+        assert LeveledKDConfig(scales={"kl": 0.0, name: 1.0}).variant == name
+        assert LeveledKDConfig(scales={"kl": 0.0, "fm": 1.0, name: 1.0}).variant == f"fm+{name}"
+    assert LeveledKDConfig(alpha=1.0, scales={n: 1.0 for n in kd_terms()}).variant == "no_kd"
+    with pytest.raises(ValueError, match="unknown KD term"):
+        LeveledKDConfig(scales={"nope": 1.0})

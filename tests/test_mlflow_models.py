@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from types import SimpleNamespace
-
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -23,6 +22,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
+from losses import LeveledKDConfig
 from study.data import train_val_split
 from study.distillation import RunSpec, build_trainer, evaluate_split
 from study.reports import summary
@@ -46,7 +46,7 @@ def trained(mnist, tmp_path_factory):
 
     from study.trainable import CHECKPOINT_FILE
 
-    spec = RunSpec(dataset="mnist", student="mlp_2", alpha=1.0, s_kl=0.0, epochs=1, train_subset=300)
+    spec = RunSpec(dataset="mnist", student="mlp_2", loss=LeveledKDConfig(alpha=1.0, s_kl=0.0), epochs=1, train_subset=300)
     split = train_val_split(mnist, 300, seed=0)
     trainer = build_trainer(spec, mnist, split, device="cpu")
     trainer.fit()

@@ -55,3 +55,75 @@ def test_registry_errors_name_valid_choices():
         assert name in str(info.value)
     with pytest.raises(ValueError):
         build_model("mlp_1", (28, 28), 10)
+
+
+# --- vit_1: the small ViT student of the CiT setting (convolution + involution teachers -> ViT) ---
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["mnist", "cifar10"])
+def test_vit_outputs_logits_and_features(shape):
+    model = build_model("vit_1", shape, 10)
+    logits, features = model(torch.randn(4, *shape))
+    assert logits.shape == (4, 10)
+    assert features.shape == (4, 64)
+    assert model.feature_dim == 64
+    patches = (shape[1] // 4) * (shape[2] // 4)
+    assert model.pos_embed.shape == (1, 1 + patches, 64)  # 49 patches on MNIST, 64 on CIFAR-10, + class token
+
+
+def test_vit_is_a_student_only():
+    assert "vit_1" in model_names("student")
+    assert "vit_1" not in model_names("teacher")
+
+
+def test_vit_pads_sides_not_divisible_by_the_patch():
+    """30x26 -> a 8x7 token grid; the padded last row/column of pixels still reaches the output."""
+    torch.manual_seed(0)
+    model = build_model("vit_1", (1, 30, 26), 10).eval()
+    assert model.pos_embed.shape == (1, 1 + 8 * 7, 64)
+    x = torch.randn(2, 1, 30, 26, requires_grad=True)
+    logits, features = model(x)
+    assert logits.shape == (2, 10) and features.shape == (2, 64)
+    features.sum().backward()
+    assert x.grad[:, :, -1, :].abs().sum() > 0 and x.grad[:, :, :, -1].abs().sum() > 0
+
+
+def test_vit_trains_on_a_separable_problem():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    y = torch.randint(0, 2, (64,))
+    x = torch.randn(64, 1, 28, 28) * 0.3
+    x[y == 1, :, :14] += 1.0  # class 1: bright top half
+    model = build_model("vit_1", (1, 28, 28), 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.eval()
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(model(x).logits, y).item()
+    model.train()
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x).logits, y).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(model(x).logits, y).item()
+    assert after < 0.5 * before
+
+
+def test_vit_with_memory_format_and_export():
+    """What the trainer and the MLflow export do to a student: memory format, then LogitsOnly (flat input), pickle."""
+    import pickle
+
+    from models.export import logits_only
+    from study.runtime import apply_memory_format
+
+    torch.manual_seed(0)
+    model = apply_memory_format(build_model("vit_1", (1, 28, 28), 10))
+    x = torch.randn(3, 1, 28, 28)
+    logits, features = model(x)
+    assert logits.shape == (3, 10) and features.shape == (3, 64)
+    wrapped = logits_only(model, (1, 28, 28))
+    with torch.no_grad():
+        expected = wrapped(x)
+        assert expected.shape == (3, 10)
+        assert torch.allclose(wrapped(x.flatten(1)), expected)
+        assert torch.allclose(pickle.loads(pickle.dumps(wrapped))(x), expected, atol=1e-6)

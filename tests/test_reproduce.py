@@ -1,4 +1,4 @@
-"""The reproduction's analysis (study.findings + scripts/reproduce.py) on studies built here:
+"""The reproduction's analysis (study.findings + study.reproduce) on studies built here:
 trials tables plus per-image prediction files, no study runs.
 
 Pinned: clear effects read "reproduced", opposite ones "contradicted", effects inside the noise
@@ -7,32 +7,25 @@ test set (the leak test builds a study whose validation and test rankings disagr
 """
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from study import findings
+from study import findings, reproduce
 from study.findings import PRIMARY, analyse, analyse_study, choose_arm, normalise
 from study.predictions import PerImage, save_predictions
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIFTS = ((0, 0), (2, 0), (-2, 0), (0, 4), (6, 6), (8, -8))
 N_IMAGES = 400
 N_BOOT = 500
 ROW = dict(state="completed", teachers="cnn_1", temperature=4.0, s_kl=1.0, s_fm=0.0, teacher_label_smoothing=0.0,
            alpha=0.5, baseline=False)
-
-
-@pytest.fixture(scope="module")
-def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def per_image(p: float, rng: np.random.Generator, n: int = N_IMAGES) -> PerImage:
@@ -206,7 +199,7 @@ def test_inductive_bias_controls(tmp_path):
     assert all(c.verdict == "skipped" for c in cells if c.space != findings.CONTROL_SPACE)
 
 
-def test_results_files_and_index(reproduce, tmp_path):
+def test_results_files_and_index(tmp_path):
     cells = analyse({"mnist": poster_studies(tmp_path, kd=0.1, fm=0.0, early=0.0, alpha_slope=0.0, combo=0.0)},
                     n_boot=N_BOOT)
     results = tmp_path / "docs" / "results"
@@ -229,7 +222,7 @@ def test_results_files_and_index(reproduce, tmp_path):
     assert "[full-mnist](full-mnist.md)" in index.split("Earlier result files")[1]
 
 
-def test_cli_analyses_reused_studies(reproduce, tmp_path, monkeypatch):
+def test_cli_analyses_reused_studies(tmp_path, monkeypatch):
     """main() runs nothing for finished studies, and writes the result pair and the index."""
     dirs = poster_studies(tmp_path / "runs" / "raw", kd=0.1, fm=0.1, early=0.1, alpha_slope=-0.2, combo=0.1)
     studies = tmp_path / "runs" / "studies"
@@ -239,11 +232,34 @@ def test_cli_analyses_reused_studies(reproduce, tmp_path, monkeypatch):
         path.rename(target)
         (target / "study.json").write_text(json.dumps({"status": "finished", "wall_seconds": 60}))
     monkeypatch.setattr(reproduce.subprocess, "run", lambda *a, **k: pytest.fail("a finished study was re-run"))
-    reproduce.main(["--quick", "--output-dir", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
-                    "--n-boot", str(N_BOOT)])
+    assert reproduce.main(["--quick", "--output-dir", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
+                           "--n-boot", str(N_BOOT)]) == 0
     text = (tmp_path / "docs" / "results" / "quick-mnist.md").read_text()
     assert text.count("| reproduced |") == 7
     assert (tmp_path / "docs" / "results" / "index.md").is_file()
+
+
+def test_a_study_to_run_is_run_study_in_the_current_directory(tmp_path, monkeypatch):
+    """run_space runs ``python -m run_study`` where reproduce runs, so a relative --output-dir is the
+    same folder to both (the study directory it returns is where run_study.py writes)."""
+    calls = []
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda cmd, **kwargs: calls.append((cmd, kwargs)))
+    monkeypatch.chdir(tmp_path)
+    args = SimpleNamespace(budget_name="quick", output_dir="runs", data_root="data", existing={}, set=["seed=[0]"],
+                           bank_dir=None, no_download=True)
+    study_dir, _ = reproduce.run_space("kd_types", "mnist", reproduce.BUDGETS["quick"], args)
+    [(cmd, kwargs)] = calls
+    assert cmd[:3] == [sys.executable, "-m", "run_study"] and "cwd" not in kwargs
+    assert cmd[cmd.index("--output-dir") + 1] == "runs" and cmd[cmd.index("--study-name") + 1] == study_dir.name
+    assert study_dir == Path("runs") / "studies" / "repro-kd_types-mnist-quick"
+    assert "--set=seed=[0]" in cmd and "--no-download" in cmd and "--resume" not in cmd
+
+
+def test_script_is_the_same_command_from_any_directory(tmp_path):
+    script = Path(reproduce.__file__).resolve().parents[1] / "scripts" / "reproduce.py"
+    for command in ([sys.executable, str(script), "--help"], [sys.executable, "-m", "study.reproduce", "--help"]):
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "--quick" in result.stdout, result.stderr[-2000:]
 
 
 def test_a_configuration_listed_twice_counts_each_unit_once(tmp_path):

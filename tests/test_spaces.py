@@ -33,7 +33,7 @@ def test_every_space_builds_valid_optuna_distributions(name):
         for dist in trial.distributions.values():
             assert isinstance(dist, optuna.distributions.BaseDistribution)
         spec = run_spec(config, dataset="mnist", epochs=1, train_subset=None)
-        assert 0.0 <= spec.alpha <= 1.0 and spec.temperature > 0
+        assert 0.0 <= spec.alpha <= 1.0 and spec.loss.temperature > 0
         assert all(t.step in space.teacher_steps_used() for t in spec.teachers)
         return 0.5
 
@@ -189,3 +189,24 @@ def test_overrides_keep_the_arms_own_values():
     assert space.arms["cnn_weak_soft_only"]["alpha"] == 0.0 and space.fixed["alpha"] == 0.5
     forced = load_space("inductive_bias").with_overrides(["alpha=0.3"])
     assert "alpha" not in forced.arms["cnn_weak_soft_only"] and forced.fixed["alpha"] == 0.3
+
+
+def test_every_student_of_a_space_gets_its_own_no_kd_baseline():
+    space = load_space("cit_vit")
+    assert space.students() == ["vit_1", "mlp_1"]
+    baselines = space.baseline_configs(0)
+    assert sorted((b["student"], b["seed"]) for b in baselines) == [(s, k) for s in ("mlp_1", "vit_1")
+                                                                   for k in (0, 1, 2)]
+    assert all(b["teachers"] == "none" and b["baseline"] for b in baselines)
+    assert load_space("leveled_kd").students() == ["mlp_1"]
+
+
+def test_kd_methods_space_is_one_arm_per_method():
+    from losses import kd_terms
+
+    space = load_space("kd_methods")
+    assert set(space.arms) == {"kl", "fm", "dkd", "dist", "rkd"} <= set(kd_terms())
+    for name, arm in space.arms.items():
+        spec = run_spec({**space.fixed, **arm, "step_cnn_1": 250}, dataset="mnist", epochs=1, train_subset=None)
+        assert spec.loss.active_terms == [name]
+    assert space.grid_size() == len(space.arms) * 3

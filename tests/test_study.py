@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, free_port, run_study, runs_of, stop_server, study_args, wait_until_healthy
+from helpers import ROOT, run_study, stop_server, study_args
+
+from study.testing import free_port, runs_of, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -173,3 +175,22 @@ def test_asha_pruned_trials_are_pruned_in_optuna_and_mlflow(mnist_root, bank_dir
     table = pd.read_csv(tmp_path / "studies" / "leveled_kd-mnist" / "reports" / "trials.csv")
     assert dict(zip(table["trial_id"].astype(str), table["state"])) == {
         tid: r.data.tags["state"] for tid, r in by_trial.items()}
+
+
+def test_kd_methods_study_reports_each_arm_against_no_kd(mnist_root, bank_dir, tmp_path):
+    """The registered methods through run_study.py: one arm each, a per-arm report with paired
+    effects, and each method's scale and hyperparameters as MLflow params."""
+    result = run_study(*study_args(mnist_root, bank_dir, tmp_path, "--space", "kd_methods", "--set", "seed=[0]",
+                                   "--max-epochs", "1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    arms = (tmp_path / "studies" / "kd_methods-mnist" / "reports" / "arms.md").read_text()
+    for arm in ("kl", "fm", "dkd", "dist", "rkd"):
+        assert f"| {arm} |" in arms or f"| **{arm}** (chosen on val) |" in arms
+    assert arms.count("(chosen on val)") == 1
+    _, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "kd_methods-mnist")
+    by_variant = {t.data.params["variant"]: t for t in runs["trial"]}
+    assert set(by_variant) == {"no_kd", "normal_kd", "type_1", "dkd", "dist", "rkd"}
+    dkd = by_variant["dkd"]
+    assert float(dkd.data.params["s_dkd"]) == 1.0 and float(dkd.data.params["s_kl"]) == 0.0
+    assert {"dkd_beta", "dkd_alpha", "temperature"} <= set(dkd.data.params)
+    assert dkd.data.metrics["loss_dkd"] > 0 and by_variant["rkd"].data.metrics["loss_rkd"] > 0

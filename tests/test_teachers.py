@@ -127,13 +127,12 @@ def test_manifest_of_another_format_is_refused(tmp_path, content, message):
 
 CONCURRENT_BANK_USER = """
 import sys, torch
-sys.path.insert(0, sys.argv[3])
-import conftest  # registers tiny_cnn
+import study.testing  # registers tiny_cnn
 from study.data import load_dataset
 from study.teachers import TeacherBank, TeacherSpec
 
 root, worker = sys.argv[1], int(sys.argv[2])
-data = load_dataset("mnist", sys.argv[4], download=False)
+data = load_dataset("mnist", sys.argv[3], download=False)
 bank = TeacherBank(root, TeacherSpec("mnist", "tiny_cnn"), eval_images=50)
 bank.ensure(data, max_steps=150, device="cpu", progress=lambda m: print(m, flush=True))
 for i in range(12):  # many small caches: many manifest read-modify-writes racing the other process's
@@ -146,14 +145,12 @@ def test_two_processes_extending_and_caching_one_bank_lose_nothing(bank, mnist_r
     12 subsets: every snapshot and all 24 caches end up in the manifest, each file matching its hash."""
     import subprocess
     import sys
-    from pathlib import Path
 
     script = tmp_path / "use_bank.py"
     script.write_text(CONCURRENT_BANK_USER)
-    tests_dir = Path(__file__).parent
     root = bank.dir.parents[2]
-    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(w), str(tests_dir), str(mnist_root)],
-                              cwd=tests_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(w), str(mnist_root)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for w in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]

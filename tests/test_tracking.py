@@ -29,8 +29,7 @@ def test_studies_started_together_all_open_a_new_store(tmp_path):
         db_dir = tmp_path / f"store-{attempt}"
         db_dir.mkdir()
         procs = [subprocess.Popen([sys.executable, str(script), str(db_dir), f"study-{i}"], cwd=ROOT,
-                                  env={"PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true",
-                                       "PATH": "/usr/bin:/bin"},
+                                  env={"MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
         results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
         failed = [err.strip().splitlines()[-1] for code, err in results if code != 0]
