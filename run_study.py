@@ -3,6 +3,7 @@
     python run_study.py --space leveled_kd                 # local: Ray starts itself on 127.0.0.1
     python run_study.py --space leveled_kd --address auto  # on a running Ray cluster
     python run_study.py --list-spaces
+    python run_study.py --list-keys                        # every key a space or --set may name
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_argument_group("what to study")
     what.add_argument("--space", default="leveled_kd", help="named search space (see --list-spaces) or a YAML path")
     what.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
+    what.add_argument("--list-keys", action="store_true",
+                      help="list every key a space or --set may name (default, range, meaning) and exit")
     what.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a space key, e.g. --set teachers=cnn_1")
     what.add_argument("--dataset", default="mnist", choices=DATASETS)
     what.add_argument("--multi-objective", action="store_true",
@@ -84,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         width = max(len(name) for name, _ in spaces)
         for name, description in spaces:
             print(f"{name:<{width}}  {description}")
+        return 0
+    if args.list_keys:
+        from study.config import key_table
+
+        print(key_table())
         return 0
     for flag in ("max_epochs", "teacher_steps", "teacher_eval_images"):
         if getattr(args, flag) < 1:

@@ -15,8 +15,6 @@ epochs is left out: a trial's epochs are few and the scale ``s_dkd`` is searched
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
@@ -56,17 +54,6 @@ class DKDTerm(KDTerm):
     needs = frozenset({"logits"})
     needs_targets = True
     hyperparams = (TEMPERATURE, DKD_ALPHA, DKD_BETA)
-
-    def forward(self, student_logits: torch.Tensor, student_features: torch.Tensor,
-                teacher_logits: Sequence[torch.Tensor], teacher_features: Sequence[torch.Tensor], *,
-                targets: torch.Tensor | None = None) -> torch.Tensor:
-        if targets is None:
-            raise ValueError("dkd needs the ground-truth labels: call it with targets=...")
-        if len(teacher_logits) != len(self.weights):
-            raise ValueError(f"dkd: expected logits of {len(self.weights)} teachers, got {len(teacher_logits)}")
-        parts = [w * self.pair(student_logits, student_features, z_t, None, i, targets=targets)
-                 for i, (w, z_t) in enumerate(zip(self.weights, teacher_logits))]
-        return torch.stack(parts).sum()
 
     def pair(self, student_logits: torch.Tensor, student_features: torch.Tensor,
              teacher_logits: torch.Tensor | None, teacher_features: torch.Tensor | None, index: int, *,

@@ -81,7 +81,10 @@ class KDTerm(nn.Module):
         self.weights = list(weights)
 
     def forward(self, student_logits: torch.Tensor, student_features: torch.Tensor,
-                teacher_logits: Sequence[torch.Tensor], teacher_features: Sequence[torch.Tensor]) -> torch.Tensor:
+                teacher_logits: Sequence[torch.Tensor], teacher_features: Sequence[torch.Tensor],
+                **extra: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of :meth:`pair` over teachers; ``extra`` (``targets=`` for terms with
+        ``needs_targets``) is passed on to :meth:`pair`."""
         needed = teacher_logits if "logits" in self.needs else teacher_features
         if len(needed) != len(self.weights):
             raise ValueError(f"{self.name}: expected outputs of {len(self.weights)} teachers, got {len(needed)}")
@@ -89,7 +92,7 @@ class KDTerm(nn.Module):
         for i, weight in enumerate(self.weights):
             t_logits = teacher_logits[i] if "logits" in self.needs else None
             t_features = teacher_features[i] if "features" in self.needs else None
-            part = weight * self.pair(student_logits, student_features, t_logits, t_features, i)
+            part = weight * self.pair(student_logits, student_features, t_logits, t_features, i, **extra)
             total = part if total is None else total + part
         return total
 

@@ -75,8 +75,8 @@ class _Base(BaseModel):
     teacher_label_smoothing: Smoothing = Field(0.0, description="label smoothing the teacher was trained with "
                                                                 "(its own bank)")
     teacher_seed: Seed = Field(0, description="seed the teachers were trained with (one bank per seed)")
-    alpha: Fraction = Field(0.5, description="weight of the hard-label CE term, in [0, 1]")
-    label_smoothing: Smoothing = Field(0.0, description="label smoothing on the student's CE term, in [0, 1)")
+    alpha: Fraction = Field(0.5, description="weight of the hard-label CE term")
+    label_smoothing: Smoothing = Field(0.0, description="label smoothing on the student's CE term")
     variant: Literal[tuple(VARIANTS)] | None = Field(  # type: ignore[valid-type]
         None, description="no_kd, normal_kd, type_1 or type_2 (sets which of s_kl, s_fm are zero)")
     seed: Seed = Field(0, description="student seed (initialization, batch order)")
@@ -97,12 +97,12 @@ def _kd_fields() -> dict[str, Any]:
     for name, cls in kd_terms().items():
         fields[scale_key(name)] = (Annotated[float, Field(ge=0.0)],
                                    Field(float(cls.default_scale), description=f"scale of the {name} term "
-                                                                               f"({cls.summary}), >= 0"))
+                                                                               f"({cls.summary})"))
     for key, hp in all_hyperparams().items():
         bound = {"gt" if hp.low_open else "ge": hp.low}
         if hp.high != float("inf"):
             bound["le"] = hp.high
-        fields[key] = (Annotated[float, Field(**bound)], Field(hp.default, description=f"{hp.help} {hp.bounds_text}"))
+        fields[key] = (Annotated[float, Field(**bound)], Field(hp.default, description=hp.help))
     for arch in model_names("teacher"):
         fields[f"step_{arch}"] = (PositiveInt | None, Field(None, description=f"snapshot step of the {arch} teacher "
                                                                                f"(set per teacher by the searcher)"))
@@ -115,9 +115,20 @@ RunConfig = create_model("RunConfig", __base__=_Base, __doc__="A run's configura
 
 
 def describe_keys() -> dict[str, str]:
-    """Every key a space or ``--set`` may name, with what it means (``run_study.py --list-keys``)."""
+    """Every key a space or ``--set`` may name, with what it means."""
     return {name: field.description or "" for name, field in RunConfig.model_fields.items()
             if not name.startswith("step_") and name != "baseline"}
+
+
+def key_table() -> str:
+    """``run_study.py --list-keys``: each key, its default, its range (numbers) and what it means."""
+    rows = []
+    for key, meaning in describe_keys().items():
+        field = RunConfig.model_fields[key]
+        bounds = range_text(key) if any(hasattr(m, a) for m in field.metadata for a in ("ge", "gt", "le", "lt")) else ""
+        rows.append((key, repr(field.default), bounds, meaning))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{k:<{widths[0]}}  {d:<{widths[1]}}  {b:<{widths[2]}}  {m}" for k, d, b, m in rows)
 
 
 BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")

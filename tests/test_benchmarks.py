@@ -26,12 +26,27 @@ def test_gpu_check_tiny_mode_runs_every_section_on_cpu(tmp_path):
     assert [r["processes"] for r in report["sharing"]["rows"]] == [2]
 
 
+TINY_SPACE = """
+description: leveled KD with one teacher (a cheap stand-in for leveled_kd in tests)
+sampler: tpe
+scheduler: asha
+fixed: {student: mlp_1, teachers: cnn_1}
+params:
+  alpha: {float: [0.0, 1.0]}
+  s_kl: {float: [0.1, 4.0], log: true, or_zero: true}
+  teacher_step: {choices: bank}
+"""
+
+
 @pytest.mark.slow
-def test_search_efficiency_tiny_mode_runs_both_arms_against_one_target(tmp_path):
+def test_search_efficiency_tiny_mode_runs_both_arms_against_one_target(tmp_path, mnist_root, bank_dir):
     import pandas as pd
 
     out = tmp_path / "search_efficiency.json"
-    command = [sys.executable, "-m", "benchmarks.search_efficiency", "--tiny", "--output-dir", str(tmp_path / "runs"),
+    space = tmp_path / "one_teacher.yaml"
+    space.write_text(TINY_SPACE)
+    command = [sys.executable, "-m", "benchmarks.search_efficiency", "--tiny", "--space", str(space),
+               "--data-root", str(mnist_root), "--bank-dir", str(bank_dir), "--output-dir", str(tmp_path / "runs"),
                "--json", str(out)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -89,3 +89,13 @@ def test_no_kd_params_log_every_scale_as_zero():
     params = run_spec({"teachers": "none", "alpha": 1.0}, dataset="mnist", epochs=1, train_subset=None).params()
     assert params["variant"] == "no_kd"
     assert all(params[scale_key(n)] == 0.0 for n in kd_terms())
+
+
+def test_list_keys_prints_every_key_with_its_default_and_range(capsys):
+    import run_study
+
+    assert run_study.main(["--list-keys"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(describe_keys())
+    assert "[0, 1)" in lines["label_smoothing"] and "(0, 100]" in lines["temperature"]
+    assert "8.0" in lines["dkd_beta"] and "[0, 100]" in lines["dkd_beta"]
