@@ -165,12 +165,13 @@ def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> 
     return gains
 
 
-def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> pd.DataFrame:
+def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, versus: str | None = None) -> pd.DataFrame:
     """One row per arm of a controlled study (spaces with ``arms``): its mean validation and test
     accuracies over seeds, and its paired effect on test translated accuracy against the no-KD
     baseline of the *same student* (hierarchical bootstrap over seeds and images, Holm-adjusted
-    across arms). ``chosen`` marks the arm with the best mean *validation* translated accuracy:
-    the test columns report, they never choose. Empty when the study has no arms.
+    across arms), or against the arm named ``versus`` (e.g. the poster's ``kl``). ``chosen`` marks
+    the arm with the best mean *validation* translated accuracy: the test columns report, they
+    never choose. Empty when the study has no arms.
     """
     from .findings import Predictions, Skip
     from .stats import holm, paired_effect
@@ -179,9 +180,13 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> p
     if done.empty or "arm" not in done or done["arm"].isna().all():
         return pd.DataFrame()
     base = baseline_rows(done)
+    if versus is not None:
+        if versus not in set(done["arm"].dropna()):
+            raise ValueError(f"no arm {versus!r}; arms: {', '.join(map(str, done['arm'].dropna().unique()))}")
+        base = done[done["arm"] == versus]
     predictions = Predictions(study_dir, "test")
     rows = []
-    for arm, trials in done[done["arm"].notna()].groupby("arm", sort=False):
+    for arm, trials in done[done["arm"].notna() & (done["arm"] != versus)].groupby("arm", sort=False):
         student = trials["student"].iloc[0] if "student" in trials else None
         row: dict[str, Any] = {"arm": arm, "student": student, "teachers": trials["teachers"].iloc[0],
                                "variant": trials["variant"].iloc[0], "trials": len(trials)}
@@ -190,7 +195,8 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> p
                 row[column] = float(trials[column].mean())
         same = base[base["student"] == student] if "student" in base and student is not None else base
         try:
-            (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(same.assign(teacher_seed=None))
+            reference = same if versus is not None else same.assign(teacher_seed=None)
+            (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(reference)
             effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
             row.update(effect=effect.estimate, ci_low=effect.ci_low, ci_high=effect.ci_high, p=effect.p_value,
                        n=effect.n)
@@ -205,9 +211,10 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> p
     return frame
 
 
-def arms_markdown(frame: pd.DataFrame) -> str:
-    """The arms table as Markdown: effect [95% CI] and Holm p against the same student's no-KD baseline."""
-    lines = ["| arm | student | val translated | test clean | test translated | vs no KD [95% CI] | Holm p |",
+def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
+    """The arms table as Markdown: effect [95% CI] and Holm p against the same student's no-KD
+    baseline (or the arm ``versus``)."""
+    lines = [f"| arm | student | val translated | test clean | test translated | vs {versus} [95% CI] | Holm p |",
              "|---|---|---|---|---|---|---|"]
     from .stats import format_p
 
@@ -283,3 +290,27 @@ def format_summary(s: dict[str, Any]) -> str:
                      "paired over seeds and images):")
         lines.append(arms_markdown(pd.DataFrame(s["arms"])).rstrip())
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m study.reports STUDY_DIR [--versus ARM]``: a finished study's arms table again,
+    against its no-KD baselines or against one of its arms, from its trials table and predictions."""
+    import argparse
+
+    from .findings import load_trials
+
+    p = argparse.ArgumentParser(prog="python -m study.reports", description=main.__doc__.split("\n")[0])
+    p.add_argument("study_dir", type=Path, help="studies/<study>: holds reports/trials.csv and predictions/")
+    p.add_argument("--versus", default=None, help="compare every arm with this arm instead of no KD")
+    p.add_argument("--n-boot", type=int, default=10_000)
+    args = p.parse_args(argv)
+    frame = arm_effects(load_trials(args.study_dir), args.study_dir, args.n_boot, args.versus)
+    if frame.empty:
+        print(f"{args.study_dir}: no arms (or no completed trials)")
+        return 1
+    print(arms_markdown(frame, args.versus or "no KD"), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -113,7 +113,8 @@ def write_index(results: Path) -> Path:
     Files from before the bootstrap analysis (no ``cells``) are listed, not re-read as verdicts."""
     runs = [(path, json.loads(path.read_text())) for path in sorted(results.glob("*.json"))]
     current = [(path, run) for path, run in runs if "cells" in run]
-    earlier = [path for path, run in runs if "cells" not in run]
+    studies = [path for path, run in runs if "cells" not in run and "arms" in run]  # a study's summary.json
+    earlier = [path for path, run in runs if "cells" not in run and "arms" not in run]
     rows = [{"finding": c["finding"], "dataset": c["dataset"], "budget": path.stem.split("-")[0],
              "comparison": c["comparison"],
              "effect [95% CI]": "" if "estimate" not in c else
@@ -138,6 +139,9 @@ def write_index(results: Path) -> Path:
                  f"Total study wall time: {total:.2f} h (a reused study counts with its original wall time).\n")
     else:
         text += "No result file of the bootstrap analysis yet.\n"
+    if studies:
+        text += ("\n## Controlled studies (per-arm paired effects with 95% CIs; design and command in each file)\n\n"
+                 + "\n".join(f"- [{p.stem}]({p.stem}.md)" for p in studies) + "\n")
     if earlier:
         text += ("\n## Earlier result files (mean ± std rule, superseded; not verdicts)\n\n"
                  + "\n".join(f"- [{p.stem}]({p.stem}.md)" for p in earlier) + "\n")

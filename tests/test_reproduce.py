@@ -220,6 +220,10 @@ def test_results_files_and_index(tmp_path):
     assert "| 1. KD makes the MLP more translation-robust | mnist | quick |" in index
     assert "Total study wall time: 0.50 h" in index
     assert "[full-mnist](full-mnist.md)" in index.split("Earlier result files")[1]
+    (results / "kd-methods-mnist.json").write_text(json.dumps({"trials": 18, "arms": []}))  # a study's summary.json
+    index = reproduce.write_index(results).read_text()
+    studies, earlier = index.split("## Controlled studies")[1].split("## Earlier result files")
+    assert "[kd-methods-mnist](kd-methods-mnist.md)" in studies and "kd-methods" not in earlier
 
 
 def test_cli_analyses_reused_studies(tmp_path, monkeypatch):
