@@ -138,6 +138,15 @@ def write_figures(figures: dict[str, go.Figure], out_dir: Path) -> list[Path]:
 GAIN_METRICS = ("translated", "small_shift", "translated_over_clean")
 
 
+def baseline_of(table: pd.DataFrame, student: Any) -> pd.DataFrame:
+    """The no-KD baseline rows of ``student`` (all baselines when the table has no student column):
+    a ViT's gain is measured against a ViT trained without KD, never against an MLP."""
+    base = baseline_rows(table)
+    if "student" not in base or student is None or pd.isna(student):
+        return base
+    return base[base["student"] == student]
+
+
 def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> dict[str, dict[str, Any]]:
     """Gain of the validation-best trial over the no-KD baseline of the same student seed, on test,
     paired image by image, with a 95% bootstrap CI (:mod:`study.stats`).
@@ -148,8 +157,11 @@ def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> 
     from .findings import Predictions, Skip
     from .stats import paired_effect
 
-    best, base = best_trials(table, k=1), baseline_rows(table)
-    if best.empty or base.empty:
+    best = best_trials(table, k=1)
+    if best.empty:
+        return {}
+    base = baseline_of(table, best["student"].iloc[0] if "student" in best else None)
+    if base.empty:
         return {}
     predictions = Predictions(study_dir, "test")
     gains = {}
@@ -184,6 +196,8 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, vers
         if versus not in set(done["arm"].dropna()):
             raise ValueError(f"no arm {versus!r}; arms: {', '.join(map(str, done['arm'].dropna().unique()))}")
         base = done[done["arm"] == versus]
+        if "student" in done:  # an arm is only compared with the reference when their students match
+            done = done[done["arm"].isna() | (done["student"] == base["student"].iloc[0])]
     predictions = Predictions(study_dir, "test")
     rows = []
     for arm, trials in done[done["arm"].notna() & (done["arm"] != versus)].groupby("arm", sort=False):
@@ -193,7 +207,7 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, vers
         for column in ("val_translated_acc", "test_clean_acc", "test_translated_acc", "test_small_shift_acc"):
             if column in trials:
                 row[column] = float(trials[column].mean())
-        same = base[base["student"] == student] if "student" in base and student is not None else base
+        same = base if versus is not None else baseline_of(done, student)
         try:
             reference = same if versus is not None else same.assign(teacher_seed=None)
             (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(reference)
@@ -233,7 +247,7 @@ def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any
     """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
     (with paired confidence intervals when ``study_dir/predictions`` holds the trials' per-image results)."""
     best = best_trials(table, k=1)
-    base = baseline_rows(table)
+    base = baseline_of(table, best["student"].iloc[0] if not best.empty and "student" in best else None)
     out: dict[str, Any] = {"trials": int(len(table)),
                            "states": table["state"].value_counts().to_dict() if not table.empty else {}}
     if not best.empty:
@@ -272,7 +286,7 @@ def format_summary(s: dict[str, Any]) -> str:
                      f"translated {b.get('test_translated_acc', float('nan')):.4f}")
     if "baseline" in s:
         n = s["baseline"]
-        lines.append(f"no KD baseline: test clean {n.get('test_clean_acc', float('nan')):.4f}  "
+        lines.append(f"no KD baseline (same student): test clean {n.get('test_clean_acc', float('nan')):.4f}  "
                      f"translated {n.get('test_translated_acc', float('nan')):.4f}")
     if "gain_test_translated_acc" in s:
         lines.append(f"gain over no KD: translated {s['gain_test_translated_acc']:+.4f}, "

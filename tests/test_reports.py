@@ -33,6 +33,18 @@ def test_summary_reports_gain_over_no_kd(table):
     assert s["states"] == {"completed": 3, "pruned": 1}
 
 
+def test_the_gain_is_over_the_no_kd_student_of_the_same_architecture():
+    """A ViT is compared with a ViT trained without KD, not with the mean of every baseline."""
+    rows = [{**row("bv", "no_kd", 0.30, 0.33, baseline=True), "student": "vit_1"},
+            {**row("bm", "no_kd", 0.20, 0.24, baseline=True), "student": "mlp_1"},
+            {**row("kv", "normal_kd", 0.36, 0.35), "student": "vit_1"},
+            {**row("km", "normal_kd", 0.26, 0.27), "student": "mlp_1"}]
+    s = summary(trials_table(rows))
+    assert s["best"]["trial_id"] == "kv" and s["best"]["student"] == "vit_1"
+    assert s["baseline"]["test_translated_acc"] == pytest.approx(0.33)
+    assert s["gain_test_translated_acc"] == pytest.approx(0.35 - 0.33)
+
+
 def test_shift_curve_averages_directions(table):
     curve = shift_curve(table.iloc[1])
     assert curve["shift_px"].tolist() == [0, 2, 4]
