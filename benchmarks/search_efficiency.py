@@ -130,9 +130,28 @@ def run_arm(arm: str, rep: int, space: str, out: Path, args: argparse.Namespace)
                          search.sort_values("ended_at")[["ended_at", OBJECTIVE]].itertuples(index=False)]}
 
 
-def time_to_target(timeline: list[list[float]], target: float) -> float:
-    """Seconds from the first trial's start until the best-so-far value is within WITHIN of ``target``."""
-    return next((t for t, acc in timeline if acc >= target - WITHIN - 1e-12), math.inf)
+def time_to_target(timeline: list[list[float]], target: float, within: float = WITHIN) -> float:
+    """Seconds from the first trial's start until the best-so-far value is within ``within`` of ``target``."""
+    return next((t for t, acc in timeline if acc >= target - within - 1e-12), math.inf)
+
+
+def paired_by_rep(runs: list[dict]) -> list[dict]:
+    """Per repetition (same ``--seed``, same training subset): the random arm's best on the full budget,
+    how long random took to find it, how long tpe_asha took to reach it, and tpe_asha's own best.
+    A second view when the global TARGET is one lucky run: "as good as random search, how much sooner?"
+    """
+    rows = []
+    for rep in sorted({r["rep"] for r in runs}):
+        arms = {r["arm"]: r for r in runs if r["rep"] == rep}
+        if {"random", "tpe_asha"} <= set(arms):
+            ref = arms["random"]["best_val_translated"]
+            rows.append({"rep": rep, "random_best": ref, "tpe_asha_best": arms["tpe_asha"]["best_val_translated"],
+                         "best_difference": arms["tpe_asha"]["best_val_translated"] - ref,
+                         "random_time_to_its_best_s": finite(time_to_target(arms["random"]["timeline"], ref, 0.0)),
+                         "tpe_asha_time_to_it_s": finite(time_to_target(arms["tpe_asha"]["timeline"], ref, 0.0)),
+                         "compute_ratio_tpe_asha_over_random": round(arms["tpe_asha"]["compute_s"]
+                                                                     / max(arms["random"]["compute_s"], 1e-9), 3)})
+    return rows
 
 
 def finite(x: float) -> float | None:
@@ -182,7 +201,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="each invocation's studies go to a new timestamped folder under it")
     p.add_argument("--json", default=None,
                    help="default: benchmarks/results/search_efficiency.json (--tiny: search_efficiency_tiny.json)")
+    p.add_argument("--reanalyse", metavar="JSON", default=None,
+                   help="re-summarise the runs recorded in this benchmark's JSON (no studies run); writes --json or it")
     args = p.parse_args(argv)
+    if args.reanalyse:
+        record = json.loads(Path(args.reanalyse).read_text())
+        runs = record.pop("runs")
+        report(runs, {k: record[k] for k in ("space", "arms", "reps", "tiny", "budget", "num_cpus", "output_dir",
+                                             "machine") if k in record}, args.json or args.reanalyse)
+        return
     preset = BUDGETS["tiny" if args.tiny else "full"]
     for key, value in preset.items():
         if getattr(args, key) is None:
@@ -206,6 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     for rep in range(args.reps):
         order = args.arms if rep % 2 == 0 else args.arms[::-1]
         runs += [run_arm(arm, rep, spaces[arm], out, args) for arm in order]
+    record = {"space": args.space, "arms": args.arms, "reps": args.reps, "tiny": args.tiny,
+              "budget": budget_flags(args), "num_cpus": args.num_cpus, "output_dir": str(out),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()}}
+    report(runs, record, args.json or f"benchmarks/results/search_efficiency{'_tiny' if args.tiny else ''}.json")
+
+
+def report(runs: list[dict], record: dict, path: str) -> None:
+    """Summarise, print the tables and write ``record`` with the results to ``path`` (JSON)."""
     target, arms = summarize(runs)
     runs.sort(key=lambda r: (ARMS.index(r["arm"]), r["rep"]))
 
@@ -222,13 +257,17 @@ def main(argv: list[str] | None = None) -> None:
         ("reached", "reached", "{:.2f}"), ("mean compute s", "mean_compute_s", "{:.1f}")])
     speedup = ratio(arms)
     print(f"\nmedian time to target, random / tpe_asha: {'n/a' if speedup is None else f'{speedup:.2f}x'}")
-
-    record = {"space": args.space, "arms": args.arms, "reps": args.reps, "tiny": args.tiny,
-              "budget": budget_flags(args), "num_cpus": args.num_cpus, "objective": OBJECTIVE, "within": WITHIN,
-              "target": target, "ratio_random_over_tpe_asha": speedup, "summary": arms, "runs": runs,
-              "output_dir": str(out), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                                  "load_avg": os.getloadavg()}}
-    write_result(record, args.json or f"benchmarks/results/search_efficiency{'_tiny' if args.tiny else ''}.json")
+    pairs = paired_by_rep(runs)
+    if pairs:
+        print("\nper repetition: the random arm's best on the full budget, and when each arm reached it")
+        print_table(pairs, [("rep", "rep", "{}"), ("random best", "random_best", "{:.4f}"),
+                            ("tpe_asha best", "tpe_asha_best", "{:.4f}"), ("difference", "best_difference", "{:+.4f}"),
+                            ("random: s to its best", lambda r: shown(r["random_time_to_its_best_s"]), "{}"),
+                            ("tpe_asha: s to it", lambda r: shown(r["tpe_asha_time_to_it_s"]), "{}"),
+                            ("compute tpe/random", "compute_ratio_tpe_asha_over_random", "{:.2f}")])
+    record.update(objective=OBJECTIVE, within=WITHIN, target=target, ratio_random_over_tpe_asha=speedup,
+                  summary=arms, paired_by_rep=pairs, runs=runs)
+    write_result(record, path)
 
 
 if __name__ == "__main__":
