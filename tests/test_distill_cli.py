@@ -117,13 +117,19 @@ def test_unreachable_tracking_server_fails_before_training(mnist_root, tmp_path)
     assert "epoch 1/1" not in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.fixture(scope="module")
+def shared_out(tmp_path_factory):
+    """One output dir (so one teacher bank per architecture) for the KD-method and ViT runs."""
+    return tmp_path_factory.mktemp("distill_methods")
+
+
 @pytest.mark.parametrize("flags,variant,part", [
     (["--s-kl", "0", "--s-dkd", "1", "--dkd-beta", "4"], "dkd", "loss_dkd"),
     (["--s-kl", "0", "--s-dist", "1"], "dist", "loss_dist"),
     (["--s-kl", "0", "--s-rkd", "0.1"], "rkd", "loss_rkd"),
 ])
-def test_registered_kd_methods_run_from_the_cli(mnist_root, tmp_path, capsys, flags, variant, part):
-    code = main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher", "cnn_1",
+def test_registered_kd_methods_run_from_the_cli(mnist_root, shared_out, capsys, flags, variant, part):
+    code = main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(shared_out), "--teacher", "cnn_1",
                  "--teacher-step", "50", "--epochs", "1", "--train-subset", "500", "--json", *flags])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -131,9 +137,9 @@ def test_registered_kd_methods_run_from_the_cli(mnist_root, tmp_path, capsys, fl
     assert report["test_clean_acc"] > 0.2
 
 
-def test_vit_student_with_two_teachers_of_different_biases(mnist_root, tmp_path, capsys):
+def test_vit_student_with_two_teachers_of_different_biases(mnist_root, shared_out, capsys):
     """The CiT setting from the CLI: a convolution and an involution teacher co-advise a ViT."""
-    code = main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path),
+    code = main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(shared_out),
                  "--teacher", "cnn_1,inn_1", "--teacher-step", "50,50", "--student", "vit_1", "--epochs", "1",
                  "--train-subset", "300", "--json"])
     assert code == 0
