@@ -275,3 +275,24 @@ def test_a_configuration_listed_twice_counts_each_unit_once(tmp_path):
     [cell] = analyse_study(study, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
     assert cell.effect.n_units == 3 and cell.note == "3 replicate trial(s) of a unit left out"
     assert cell.effect.estimate == pytest.approx(0.10, abs=0.03)
+
+
+def test_arm_report_finds_planted_effects_and_keeps_students_apart(tmp_path, capsys):
+    """reports.arm_effects on a study with arms: a planted +0.10 arm is found, a flat arm is not,
+    each student is compared with its own no-KD runs, and the chosen arm is the validation best."""
+    from study import reports
+
+    arms = [{**BASE, "student": "mlp_1", "test": 0.30}, {**BASE, "student": "vit_1", "test": 0.50},
+            {"arm": "strong", "student": "mlp_1", "variant": "normal_kd", "test": 0.40, "val": 0.35},
+            {"arm": "flat", "student": "mlp_1", "variant": "type_1", "test": 0.30, "val": 0.36},
+            {"arm": "vit", "student": "vit_1", "variant": "normal_kd", "test": 0.50, "val": 0.30}]
+    study = write_study(tmp_path, "arms", arms)
+    frame = reports.arm_effects(normalise(pd.read_csv(study / "reports" / "trials.csv")), study, n_boot=N_BOOT)
+    by_arm = frame.set_index("arm")
+    assert 0.07 < by_arm.loc["strong", "effect"] < 0.13 and by_arm.loc["strong", "ci_low"] > 0
+    assert by_arm.loc["flat", "ci_low"] < 0 < by_arm.loc["flat", "ci_high"]
+    assert abs(by_arm.loc["vit", "effect"]) < 0.03  # against the ViT baseline (0.50), not the MLP one (0.30)
+    assert by_arm["chosen"].tolist().count(True) == 1 and by_arm.loc["flat", "chosen"]  # validation, not test
+    assert reports.main([str(study), "--versus", "flat", "--n-boot", str(N_BOOT)]) == 0
+    table = capsys.readouterr().out
+    assert "vs flat [95% CI]" in table and "| vit |" not in table  # another student is not compared
