@@ -45,6 +45,9 @@ from .teachers import TeacherSpec, snapshot_steps
 SPACES_DIR = Path(__file__).with_name("spaces")
 SAMPLERS = ("tpe", "random", "grid")
 SCHEDULERS = ("asha", "none")
+#: Strings pandas reads as missing values in a CSV (``pd.read_csv``'s defaults): not usable as arm names.
+MISSING_TOKENS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                            "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 #: Fraction of the teacher-step budget the "weak" (early) snapshot sits at: 2,500 of 25,000.
 WEAK_FRACTION = 0.1
 
@@ -128,6 +131,9 @@ class Space:
         arms = raw.get("arms") or {}
         if not isinstance(arms, dict) or not all(isinstance(v, dict) and v for v in arms.values()):
             raise SpaceError(f"space {name!r}: arms must map each arm's name to a mapping of fixed values")
+        unreadable = sorted(str(arm) for arm in arms if str(arm) in MISSING_TOKENS)
+        if unreadable:  # the trials table would read these names back as missing values
+            raise SpaceError(f"space {name!r}: arm name(s) {unreadable} read back as missing in tables; rename them")
         space = cls(name=name, description=str(raw.get("description", "")).strip(),
                     sampler=raw.get("sampler", "tpe"), scheduler=raw.get("scheduler", "asha"),
                     fixed=dict(raw.get("fixed") or {}),

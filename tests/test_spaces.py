@@ -210,3 +210,16 @@ def test_kd_methods_space_is_one_arm_per_method():
         spec = run_spec({**space.fixed, **arm, "step_cnn_1": 250}, dataset="mnist", epochs=1, train_subset=None)
         assert spec.loss.active_terms == [name]
     assert space.grid_size() == len(space.arms) * 3
+
+
+def test_arm_names_that_tables_would_read_as_missing_are_refused():
+    raw = {"description": "x", "fixed": {"teachers": "cnn_1"}, "arms": {"null": {"alpha": 0.5}, "kd": {"alpha": 0.1}}}
+    with pytest.raises(SpaceError, match="read back as missing"):
+        Space.from_dict("x", raw)
+    import io
+
+    import pandas as pd
+
+    from study.spaces import MISSING_TOKENS
+
+    assert pd.read_csv(io.StringIO("arm\n" + "\n".join(sorted(MISSING_TOKENS - {""})) + "\n"))["arm"].isna().all()
