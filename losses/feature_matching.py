@@ -42,7 +42,6 @@ class FMTerm(KDTerm):
     def __init__(self, hparams: Mapping[str, float], student_dim: int, teacher_dims: Sequence[int],
                  weights: Sequence[float]) -> None:
         super().__init__(hparams, student_dim, teacher_dims, weights)
-        # named like the old loss's attribute, so checkpoints keep their keys' shape
         self.matchers = nn.ModuleList([FeatureMatching(student_dim, d) for d in teacher_dims])
 
     def pair(self, student_logits: torch.Tensor, student_features: torch.Tensor,

@@ -108,14 +108,9 @@ class LeveledKDConfig:
         return bool(self.active_terms)
 
     @property
-    def needs(self) -> set[str]:
-        """What the active terms read from the teachers: ``logits`` and/or ``features``."""
-        return {need for n in self.active_terms for need in kd_term(n).needs}
-
-    @property
     def variant(self) -> str:
         """The study's name for this point: no_kd, normal_kd, type_1, type_2, or the active
-        terms joined by '+' (``dkd``, ``dist+fm``) for the other methods."""
+        terms joined by '+' in registry order (``dkd``, ``fm+dist``) for the other methods."""
         active = frozenset(self.active_terms)
         return POSTER_VARIANTS.get(active) or "+".join(self.active_terms)
 
@@ -136,6 +131,7 @@ class LeveledKDLoss(nn.Module):
         self.terms = nn.ModuleDict({
             name: kd_term(name)(config.hparams, student_dim, list(teacher_dims), self.teacher_weights)
             for name in config.active_terms})
+        self.part_names = list(kd_terms())  # every registered term is logged, 0 when not in use
 
     def forward(self, student_out: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor,
                 teacher_logits: Sequence[torch.Tensor] = (),
@@ -143,7 +139,7 @@ class LeveledKDLoss(nn.Module):
         cfg = self.config
         logits, features = student_out
         ce = cross_entropy(logits.float(), targets, cfg.label_smoothing)
-        parts = {name: ce.new_zeros(()) for name in kd_terms()}
+        parts = dict.fromkeys(self.part_names, ce.new_zeros(()))
         kd_sum = None
         for name, term in self.terms.items():
             extra = {"targets": targets} if term.needs_targets else {}

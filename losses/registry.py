@@ -146,8 +146,3 @@ def all_hyperparams() -> dict[str, HyperParam]:
     """Every registered term's hyperparameters by run key (shared ones once)."""
     return {hp.name: hp for cls in _TERMS.values() for hp in cls.hyperparams}
 
-
-def term_of_scale(key: str) -> str | None:
-    """``s_dkd`` -> ``dkd`` when that term is registered, else None."""
-    return key[2:] if key.startswith("s_") and key[2:] in _TERMS else None
-

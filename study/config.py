@@ -24,13 +24,13 @@ from pydantic import (
     model_validator,
 )
 
-from losses import LeveledKDConfig, all_hyperparams, kd_terms, scale_key
+from losses import POSTER_VARIANTS, LeveledKDConfig, all_hyperparams, kd_terms, scale_key
 from models import model_names
 
 from .errors import UserError
 
-#: The poster's named points of the formula: which of (s_kl, s_fm) is on.
-VARIANTS = {"no_kd": (0.0, 0.0), "normal_kd": (1.0, 0.0), "type_1": (0.0, 1.0), "type_2": (1.0, 1.0)}
+#: The poster's named points of the formula: which of (s_kl, s_fm) is on (from the loss's own names).
+VARIANTS = {name: (float("kl" in terms), float("fm" in terms)) for terms, name in POSTER_VARIANTS.items()}
 #: Keys the searcher adds to a trial's config that are not run settings: the arm it picked, and
 #: Optuna's "is this scale exactly 0?" switches (``s_kl_on``).
 SEARCH_BOOKKEEPING = ("arm",)

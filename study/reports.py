@@ -191,13 +191,12 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, vers
     done = table[table.get("state", pd.Series(dtype=str)) == "completed"] if not table.empty else table
     if done.empty or "arm" not in done or done["arm"].isna().all():
         return pd.DataFrame()
-    base = baseline_rows(done)
     if versus is not None:
         if versus not in set(done["arm"].dropna()):
             raise ValueError(f"no arm {versus!r}; arms: {', '.join(map(str, done['arm'].dropna().unique()))}")
-        base = done[done["arm"] == versus]
+        versus_rows = done[done["arm"] == versus]
         if "student" in done:  # an arm is only compared with the reference when their students match
-            done = done[done["arm"].isna() | (done["student"] == base["student"].iloc[0])]
+            done = done[done["arm"].isna() | (done["student"] == versus_rows["student"].iloc[0])]
     predictions = Predictions(study_dir, "test")
     rows = []
     for arm, trials in done[done["arm"].notna() & (done["arm"] != versus)].groupby("arm", sort=False):
@@ -207,9 +206,8 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, vers
         for column in ("val_translated_acc", "test_clean_acc", "test_translated_acc", "test_small_shift_acc"):
             if column in trials:
                 row[column] = float(trials[column].mean())
-        same = base if versus is not None else baseline_of(done, student)
+        reference = versus_rows if versus is not None else baseline_of(done, student).assign(teacher_seed=None)
         try:
-            reference = same if versus is not None else same.assign(teacher_seed=None)
             (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(reference)
             effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
             row.update(effect=effect.estimate, ci_low=effect.ci_low, ci_high=effect.ci_high, p=effect.p_value,

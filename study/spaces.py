@@ -184,14 +184,15 @@ class Space:
         """Apply ``--set key=value`` (YAML-parsed values): fixes the key, searched or not; a list
         (``--set seed=[0,1]``) makes the key a categorical of those choices instead."""
         fixed, params = dict(self.fixed), dict(self.params)
+        keys = describe_keys()
         overridden: set[str] = set()
         for item in overrides:
             key, sep, text = item.partition("=")
             key = key.strip()
             if not sep or not key:
                 raise SpaceError(f"--set expects key=value, got {item!r}")
-            if key not in describe_keys():
-                raise SpaceError(f"--set {key}: unknown key; valid keys: {', '.join(describe_keys())}")
+            if key not in keys:
+                raise SpaceError(f"--set {key}: unknown key; valid keys: {', '.join(keys)}")
             try:
                 value = yaml.safe_load(text)
             except yaml.YAMLError:
