@@ -77,10 +77,8 @@ class LeveledKDConfig:
     def from_flat(cls, values: Mapping[str, Any]) -> "LeveledKDConfig":
         """From a flat run config (``alpha``, ``label_smoothing``, ``s_<term>``, hyperparameters);
         other keys are ignored."""
-        known = all_hyperparams()
-        return cls(alpha=values.get("alpha", 0.5), label_smoothing=values.get("label_smoothing", 0.0),
-                   scales={n: values[scale_key(n)] for n in kd_terms() if scale_key(n) in values},
-                   hparams={k: values[k] for k in known if k in values})
+        wanted = {"alpha", "label_smoothing", *map(scale_key, kd_terms()), *all_hyperparams()}
+        return cls(**{key: value for key, value in values.items() if key in wanted})
 
     def flat(self) -> dict[str, float]:
         """``s_<term>`` for every term and the hyperparameters of the terms in use (for logging)."""

@@ -51,7 +51,13 @@ class HyperParam:
 
     @property
     def bounds_text(self) -> str:
-        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        return interval_text(self.low, self.high, low_open=self.low_open)
+
+
+def interval_text(low: float, high: float, low_open: bool = False, high_open: bool = False) -> str:
+    """``[0, 1]``, ``(0, 100]``, ``[0, inf)``: the one spelling of a range in every error message."""
+    low_open, high_open = low_open or low == -math.inf, high_open or high == math.inf
+    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
 class KDTerm(nn.Module):

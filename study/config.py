@@ -11,6 +11,7 @@ new method is searchable, settable and validated without touching this file.
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from losses import POSTER_VARIANTS, LeveledKDConfig, all_hyperparams, kd_terms, scale_key
+from losses.registry import interval_text
 from models import model_names
 
 from .errors import UserError
@@ -136,17 +138,13 @@ BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_eq
 
 def range_text(key: str) -> str:
     """A key's bounds as an interval, from its field's constraints: ``[0, 1]``, ``(0, 100]``, ``[0, inf)``."""
-    low, high, low_open, high_open = "-inf", "inf", True, True
+    bounds = {"low": -math.inf, "high": math.inf, "low_open": False, "high_open": False}
     for item in RunConfig.model_fields[key].metadata:
-        for attr, is_low, is_open in (("ge", True, False), ("gt", True, True), ("le", False, False),
-                                      ("lt", False, True)):
-            bound = getattr(item, attr, None)
-            if bound is not None:
-                if is_low:
-                    low, low_open = f"{bound:g}", is_open
-                else:
-                    high, high_open = f"{bound:g}", is_open
-    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        for attr, side, is_open in (("ge", "low", False), ("gt", "low", True), ("le", "high", False),
+                                    ("lt", "high", True)):
+            if getattr(item, attr, None) is not None:
+                bounds[side], bounds[f"{side}_open"] = getattr(item, attr), is_open
+    return interval_text(**bounds)
 
 
 def _describe(key: str, value: Any, error: dict) -> str:

@@ -67,7 +67,9 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(study.use_asha, args.max_epochs),
-                                        num_samples=study.planned, reuse_actors=False,
+                                        # one worker process per slot runs trial after trial: no
+                                        # process start, imports or object-store fetch per trial
+                                        num_samples=study.planned, reuse_actors=True,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=tune_dir.name, storage_path=str(tune_dir.parent), callbacks=callbacks, verbose=0,
