@@ -69,7 +69,12 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
         cmd.append("--resume")
     print(f"[reproduce] {' '.join(cmd)}", flush=True)
     started = time.time()
-    subprocess.run(cmd, check=True)  # in this directory: relative paths mean the same to run_study.py
+    try:  # in this directory: relative paths mean the same to run_study.py
+        code = subprocess.run(cmd).returncode
+    except KeyboardInterrupt:
+        code = 130
+    if code != 0:  # the study already said why; what it logged stays, and the same command resumes it
+        raise SystemExit(f"reproduce: study {name} stopped (exit {code}); run the same command again to resume it")
     return study_dir, time.time() - started
 
 

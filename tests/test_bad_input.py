@@ -165,3 +165,16 @@ def test_the_resume_hint_repeats_the_budget_and_set_flags(monkeypatch):
     command = resume_command(study)
     assert command == ("python run_study.py --space inductive_bias --set 'seed=[0, 1]' --teacher-steps 2500 "
                        "--train-subset 0 --study-name inductive_bias-mnist --resume")
+
+
+def test_reproduce_stops_with_one_line_when_a_study_fails(tmp_path):
+    """A study that stops (here: no data) ends the reproduction with a resume hint, not a traceback."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "scripts/reproduce.py", "--quick", "--spaces", "kd_types",
+                             "--data-root", str(empty), "--no-download", "--output-dir", str(tmp_path / "runs"),
+                             "--docs", str(tmp_path / "docs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "reproduce: study repro-kd_types-mnist-quick stopped (exit 2); run the same command again to resume it")
+    assert not (tmp_path / "docs").exists()
