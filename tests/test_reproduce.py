@@ -251,7 +251,11 @@ def test_a_study_to_run_is_run_study_in_the_current_directory(tmp_path, monkeypa
     """run_space runs ``python -m run_study`` where reproduce runs, so a relative --output-dir is the
     same folder to both (the study directory it returns is where run_study.py writes)."""
     calls = []
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda cmd, **kwargs: calls.append((cmd, kwargs)))
+    def run(cmd, **kwargs):
+        calls.append((cmd, kwargs))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(reproduce.subprocess, "run", run)
     monkeypatch.chdir(tmp_path)
     args = SimpleNamespace(budget_name="quick", output_dir="runs", data_root="data", existing={}, set=["seed=[0]"],
                            bank_dir=None, no_download=True)
