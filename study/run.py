@@ -175,6 +175,10 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
+    # Ray announces that it set up token authentication (on by default, and wanted: a local cluster must
+    # not take unauthenticated jobs); --verbose still shows it
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.INFO if verbose else logging.ERROR)
     kwargs: dict[str, Any] = dict(logging_level=logging.INFO if verbose else logging.WARNING,
                                   log_to_driver=verbose, configure_logging=True)
     if address:  # already answered check_ray_address in preflight()
