@@ -177,13 +177,38 @@ def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> 
     return gains
 
 
+#: Per-arm means of these trial columns (those present); ``epochs_done`` shows each arm converged
+#: in about as many epochs as the no-KD students, the other metrics are :mod:`study.evaluation`'s.
+ARM_MEANS = ("epochs_done", "val_translated_acc", "test_clean_acc", "test_translated_acc", "test_small_shift_acc",
+             "test_translated_over_clean")
+
+
+def arm_means(trials: pd.DataFrame) -> dict[str, Any]:
+    """Means of one arm's trials, and the two spreads a reader needs to weigh them: across teacher
+    seeds (std of each teacher seed's mean test translated accuracy: what a new teacher would
+    change) and across student seeds (their std within a teacher seed, averaged)."""
+    row: dict[str, Any] = {"trials": len(trials)}
+    for column in ARM_MEANS:
+        if column in trials:
+            row[column] = float(pd.to_numeric(trials[column], errors="coerce").mean())
+    if "test_translated_acc" in trials:
+        seeds = trials["teacher_seed"] if "teacher_seed" in trials else pd.Series(0, index=trials.index)
+        groups = trials.groupby(seeds.fillna(-1))["test_translated_acc"]
+        means = groups.mean()
+        row["teacher_seed_std"] = float(means.std()) if len(means) > 1 else float("nan")
+        row["student_seed_std"] = float(groups.std().mean())
+    return row
+
+
 def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, versus: str | None = None) -> pd.DataFrame:
-    """One row per arm of a controlled study (spaces with ``arms``): its mean validation and test
-    accuracies over seeds, and its paired effect on test translated accuracy against the no-KD
+    """One row per arm of a controlled study (spaces with ``arms``): its means over seeds
+    (:func:`arm_means`), and its paired effect on test translated accuracy against the no-KD
     baseline of the *same student* (hierarchical bootstrap over seeds and images, Holm-adjusted
-    across arms), or against the arm named ``versus`` (e.g. the poster's ``kl``). ``chosen`` marks
-    the arm with the best mean *validation* translated accuracy: the test columns report, they
-    never choose. Empty when the study has no arms.
+    across arms), or against the arm named ``versus`` (e.g. the poster's ``kl``). The reference
+    itself (each student's no-KD students, or ``versus``) is a row too, marked ``reference``, so
+    that the table holds every number a results page quotes. ``chosen`` marks the arm with the
+    best mean *validation* translated accuracy: the test columns report, they never choose.
+    Empty when the study has no arms.
     """
     from .findings import Predictions, Skip
     from .stats import holm, paired_effect
@@ -198,15 +223,25 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, vers
         if "student" in done:  # an arm is only compared with the reference when their students match
             done = done[done["arm"].isna() | (done["student"] == versus_rows["student"].iloc[0])]
     predictions = Predictions(study_dir, "test")
+
+    def described(arm: str, trials: pd.DataFrame, reference: bool) -> dict[str, Any]:
+        return {"arm": arm, "reference": reference,
+                "student": trials["student"].iloc[0] if "student" in trials else None,
+                "teachers": trials["teachers"].iloc[0] if "teachers" in trials else None,
+                "variant": trials["variant"].iloc[0] if "variant" in trials else None, **arm_means(trials)}
+
     rows = []
+    if versus is not None:
+        rows.append(described(versus, versus_rows, True))
+    else:
+        students = done["student"].dropna().unique() if "student" in done else [None]
+        for student in students:
+            base = baseline_of(done, student)
+            if not base.empty:
+                rows.append(described("no KD", base, True))
     for arm, trials in done[done["arm"].notna() & (done["arm"] != versus)].groupby("arm", sort=False):
-        student = trials["student"].iloc[0] if "student" in trials else None
-        row: dict[str, Any] = {"arm": arm, "student": student, "teachers": trials["teachers"].iloc[0],
-                               "variant": trials["variant"].iloc[0], "trials": len(trials)}
-        for column in ("val_translated_acc", "test_clean_acc", "test_translated_acc", "test_small_shift_acc"):
-            if column in trials:
-                row[column] = float(trials[column].mean())
-        reference = versus_rows if versus is not None else baseline_of(done, student).assign(teacher_seed=None)
+        row = described(arm, trials, False)
+        reference = versus_rows if versus is not None else baseline_of(done, row["student"]).assign(teacher_seed=None)
         try:
             (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(reference)
             effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
@@ -219,25 +254,42 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, vers
     if "p" in frame:
         tested = frame["p"].notna()
         frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p"].tolist())
-    frame["chosen"] = frame["val_translated_acc"] == frame["val_translated_acc"].max()
+    arms = ~frame["reference"]
+    frame["chosen"] = arms & (frame["val_translated_acc"] == frame.loc[arms, "val_translated_acc"].max())
     return frame
 
 
+def _number(value: Any, spec: str = ".4f") -> str:
+    return format(value, spec) if pd.notna(value) else ""
+
+
 def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
-    """The arms table as Markdown: effect [95% CI] and Holm p against the same student's no-KD
-    baseline (or the arm ``versus``)."""
-    lines = [f"| arm | student | val translated | test clean | test translated | vs {versus} [95% CI] | Holm p |",
-             "|---|---|---|---|---|---|---|"]
+    """The arms table as Markdown: means over seeds (± the std across teacher seeds), then the
+    effect [95% CI] and Holm p against the same student's no-KD baseline (or the arm ``versus``)."""
     from .stats import format_p
 
+    lines = ["| arm | student | trials | epochs | val translated | test clean | test translated "
+             "| small shift | translated / clean | student-seed std "
+             f"| vs {versus} [95% CI] | Holm p |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in frame.to_dict("records"):
         effect = (f"{r['effect']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-                  if pd.notna(r.get("effect", float("nan"))) else "n/a")
+                  if pd.notna(r.get("effect", float("nan"))) else ("reference" if r.get("reference") else "n/a"))
         p = format_p(r["p_holm"]) if pd.notna(r.get("p_holm", float("nan"))) else ""
-        name = f"**{r['arm']}** (chosen on val)" if r["chosen"] else r["arm"]
-        clean = r.get("test_clean_acc", float("nan"))
-        lines.append(f"| {name} | {r['student']} | {r['val_translated_acc']:.4f} | {clean:.4f} "
-                     f"| {r['test_translated_acc']:.4f} | {effect} | {p} |")
+        name = f"**{r['arm']}** (chosen on val)" if r.get("chosen") else r["arm"]
+        translated = _number(r.get("test_translated_acc", float("nan")))
+        if pd.notna(r.get("teacher_seed_std", float("nan"))):
+            translated += f" ± {r['teacher_seed_std']:.4f}"
+        lines.append(f"| {name} | {r.get('student')} | {r.get('trials', '')} "
+                     f"| {_number(r.get('epochs_done', float('nan')), '.1f')} "
+                     f"| {_number(r.get('val_translated_acc', float('nan')))} "
+                     f"| {_number(r.get('test_clean_acc', float('nan')))} | {translated} "
+                     f"| {_number(r.get('test_small_shift_acc', float('nan')))} "
+                     f"| {_number(r.get('test_translated_over_clean', float('nan')))} "
+                     f"| {_number(r.get('student_seed_std', float('nan')))} | {effect} | {p} |")
+    lines.append("")
+    lines.append("± is the std across teacher seeds of each teacher seed's mean; the student-seed std is "
+                 "averaged within teacher seeds; epochs and the metrics are means over the arm's trials.")
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,8 @@ Layout of an output directory (default ``runs/``)::
     mlflow.db                 MLflow tracking store (default; --tracking-uri for a server)
     optuna.db                 Optuna studies (open with optuna-dashboard)
     teachers/                 snapshot banks + output caches, shared by all studies
-    studies/<study>/study.json     what was planned, MLflow parent run id, status
+    studies/<study>/study.json     what was planned, MLflow parent run id, status, each invocation's
+                                   times (totals add the --resume'd ones), each teacher bank's precision
     studies/<study>/tune/          Ray Tune experiment (trial checkpoints; what --resume restores)
     studies/<study>/reports/       trials.csv, trials.parquet, *.html, summary.json
 """
@@ -224,19 +225,35 @@ def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int
                               "the teacher banks (--bank-dir / $LEVELED_KD_BANK)": study.bank_root})
     parent_id = tracker.study_run(study.name, {k: v for k, v in plan.items() if k != "description"})
     state = {"plan": plan, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
-             "status": "running", "started": started}
+             "status": "running", "started": started, "invocations": earlier_invocations(study)}
+    invocation: dict[str, Any] = {"started": started, "status": "running"}  # stays "running" if the driver is killed
+    state["invocations"].append(invocation)
     study.state_file.write_text(json.dumps(state, indent=2, default=str))
     say(f"study {study.name}: {study.planned} trials ({study.search_trials} search + {len(study.baselines)} "
         f"no-KD baseline) · MLflow {study.tracking_uri} · experiment {study.name!r}")
 
     from .stage2 import run_search
 
-    caches = build_teachers(study, data, split, tracker, parent_id)
+    try:
+        caches, state["teachers"] = build_teachers(study, data, split, tracker, parent_id)
+    except KeyboardInterrupt:  # the banks keep every snapshot and training state saved so far
+        invocation.update(status="interrupted", wall_seconds=round(time.time() - started, 1),
+                          teachers_seconds=round(time.time() - started), trials_seconds=0)
+        state.update(status="interrupted")
+        study.state_file.write_text(json.dumps(state, indent=2, default=str))
+        say(f"study {study.name} interrupted while training its teachers; their snapshots so far are kept. "
+            f"Continue with: {resume_command(study)}")
+        return 130
     teachers_done = time.time()
     outcome = run_search(study, data, caches, tracker, parent_id)
     timings = {"teachers_seconds": round(teachers_done - started), "trials_seconds": round(time.time() - teachers_done)}
-    state.update(status=outcome["status"], wall_seconds=time.time() - started, summary=outcome.get("summary"),
-                 **timings)
+    invocation.update(status=outcome["status"], wall_seconds=round(time.time() - started, 1), **timings)
+    # the study's totals: every invocation whose driver lived to record its times
+    timed = [run for run in state["invocations"] if "wall_seconds" in run]
+    state.update(status=outcome["status"], summary=outcome.get("summary"),
+                 wall_seconds=sum(run["wall_seconds"] for run in timed),
+                 teachers_seconds=sum(run["teachers_seconds"] for run in timed),
+                 trials_seconds=sum(run["trials_seconds"] for run in timed))
     study.state_file.write_text(json.dumps(state, indent=2, default=str))
     if outcome["status"] != "finished":
         say(f"study {study.name} stopped with {outcome['finished']}/{study.planned} trials finished; "
@@ -246,6 +263,23 @@ def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int
         f"{timings['trials_seconds']}s) · reports in {study.dir / 'reports'} · "
         f"browse: {browse_hint(study.tracking_uri)}")
     return 0
+
+
+def earlier_invocations(study: Study) -> list[dict[str, Any]]:
+    """The invocations a resumed study already had (``study.json``'s ``invocations``), so that its
+    totals add every run of the command instead of the last one's. A study written before
+    invocations were recorded counts as one, with the times it recorded."""
+    if not study.state_file.is_file():
+        return []
+    try:
+        state = json.loads(study.state_file.read_text())
+    except (OSError, ValueError):
+        return []
+    if "invocations" in state:  # one still "running" is a driver that was killed before it could record
+        return [{**run, "status": "killed"} if run.get("status") == "running" else run
+                for run in state["invocations"]]
+    keys = ("started", "status", "wall_seconds", "teachers_seconds", "trials_seconds")
+    return [{k: state[k] for k in keys if k in state}] if "started" in state else []
 
 
 def resume_command(study: Study) -> str:
@@ -260,8 +294,10 @@ def resume_command(study: Study) -> str:
     return shlex.join(["python", "run_study.py", *argv, "--resume"])
 
 
-def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) -> dict:
-    """Stage 1, then the caches the trials need, as numpy arrays for the object store."""
+def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) -> tuple[dict, dict]:
+    """Stage 1, then the caches the trials need, as numpy arrays for the object store; and per
+    teacher bank the precision it was trained in and its last step, which ``study.json`` records
+    (an existing bank keeps its precision whatever ``--precision`` says)."""
     from .stage1 import build_teacher_banks
     from .trainable import as_arrays, cache_key
 
@@ -276,12 +312,14 @@ def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) 
     manifests = build_teacher_banks(specs, data, study.bank_root, args.teacher_steps, steps, split.train,
                                     args.teacher_eval_images, cpus_per_teacher=args.cpus_per_trial,
                                     gpus_per_teacher=gpus, progress=say)
-    caches = {}
+    caches, teachers = {}, {}
     for spec, manifest in manifests.items():
+        teachers[spec.key] = {"precision": manifest.get("precision", "fp32"),
+                              "steps": max(map(int, manifest["snapshots"]))}
         tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,
                                                   "eval_images": args.teacher_eval_images}, manifest)
         bank = TeacherBank(study.bank_root, spec)
         for step in steps.get(spec.arch, []):
             caches[cache_key(spec.arch, spec.label_smoothing, step, spec.seed)] = as_arrays(
                 *bank.outputs(step, data, split.train, device="cpu"))
-    return caches
+    return caches, teachers

@@ -40,6 +40,7 @@ from models import build_model
 
 from .data import ImageData, shift_grid, train_val_split
 from .errors import UserError
+from .runtime import default_precision
 from .trainer import AtSteps, TrainConfig, Trainer, inference_model, resolve_precision, seed_everything, select_device
 
 #: Test images each snapshot is scored on (a fixed prefix of the test set): the
@@ -191,11 +192,16 @@ class TeacherBank:
         whole training split (never on the validation images, whatever a student's subset).
         ``precision`` (``auto`` / ``fp32`` / ``bf16``; None: ``$LEVELED_KD_PRECISION`` or auto)
         applies to a new bank; an extended bank continues in the precision it was trained in
-        (its training state records it), so extending is exact.
+        (its training state records it), so extending is exact. When an explicit precision
+        differs from an existing bank's, ``progress`` says so: a study asked to run in fp32 must
+        not silently distil from bf16 teachers.
         """
         wanted = snapshot_steps(max_steps)
         if not wanted:
             raise ValueError(f"teacher steps must be >= 50 (the first snapshot), got {max_steps}")
+        note = self.precision_note(precision or default_precision())
+        if note and progress:
+            progress(note)
         if set(wanted) <= set(self.steps()):
             return wanted
         with self._lock(progress):
@@ -204,6 +210,17 @@ class TeacherBank:
                 return wanted
             self._train(data, max_steps, have, device, progress, precision)
         return wanted
+
+    def precision_note(self, asked: str) -> str | None:
+        """A line saying that this existing bank was trained in another precision than ``asked``
+        (``fp32`` / ``bf16``; ``auto`` asks for nothing), or None."""
+        if asked == "auto" or not self.manifest_path.is_file():
+            return None
+        trained_in = self.manifest().get("precision", "fp32")
+        if trained_in == asked:
+            return None
+        return (f"teacher {self.spec.key}: the bank was trained in {trained_in} and keeps it (a bank continues in "
+                f"the precision it was started in), although {asked} was asked for")
 
     def _train(self, data: ImageData, max_steps: int, have: set[int], device: str,
                progress: Callable[[str], None] | None, precision: str | None = None) -> None:

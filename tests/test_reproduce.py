@@ -239,11 +239,25 @@ def test_cli_analyses_reused_studies(tmp_path, monkeypatch):
         target.parent.mkdir(parents=True, exist_ok=True)
         path.rename(target)
         (target / "study.json").write_text(json.dumps({"status": "finished", "wall_seconds": 60}))
+    # the teacher banks' precision: from study.json, or (older studies) from the banks' manifests
+    banks = tmp_path / "banks"
+    (banks / "mnist/mlp_1/seed-0").mkdir(parents=True)
+    (banks / "mnist/mlp_1/seed-0/manifest.json").write_text(json.dumps(
+        {"precision": "fp32", "snapshots": {"50": {}, "500": {}}}))
+    (studies / "repro-kd_types-mnist-quick" / "study.json").write_text(json.dumps(
+        {"status": "finished", "wall_seconds": 60, "teachers": {"mnist/cnn_1/seed-0": {"precision": "bf16", "steps": 500}}}))
+    (studies / "repro-snapshot_sweep-mnist-quick" / "study.json").write_text(json.dumps(
+        {"status": "finished", "wall_seconds": 60,
+         "plan": {"teachers": ["mnist/mlp_1/seed-0"], "teacher_banks": str(banks)}}))
     monkeypatch.setattr(reproduce.subprocess, "run", lambda *a, **k: pytest.fail("a finished study was re-run"))
     assert reproduce.main(["--quick", "--output-dir", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
                            "--n-boot", str(N_BOOT)]) == 0
     text = (tmp_path / "docs" / "results" / "quick-mnist.md").read_text()
     assert text.count("| reproduced |") == 7
+    assert ("Teacher banks, by the precision they were trained in: bf16: mnist/cnn_1/seed-0 (500 steps); "
+            "fp32: mnist/mlp_1/seed-0 (500 steps).") in text
+    assert json.loads((tmp_path / "docs" / "results" / "quick-mnist.json").read_text())["teacher_banks"] == {
+        "mnist/cnn_1/seed-0": {"precision": "bf16", "steps": 500}, "mnist/mlp_1/seed-0": {"precision": "fp32", "steps": 500}}
     assert (tmp_path / "docs" / "results" / "index.md").is_file()
 
 
@@ -301,6 +315,26 @@ def test_arm_report_finds_planted_effects_and_keeps_students_apart(tmp_path, cap
     assert by_arm.loc["flat", "ci_low"] < 0 < by_arm.loc["flat", "ci_high"]
     assert abs(by_arm.loc["vit", "effect"]) < 0.03  # against the ViT baseline (0.50), not the MLP one (0.30)
     assert by_arm["chosen"].tolist().count(True) == 1 and by_arm.loc["flat", "chosen"]  # validation, not test
+    references = frame[frame["reference"]]  # each student's own no-KD students, never chosen
+    assert references["arm"].tolist() == ["no KD", "no KD"] and set(references["student"]) == {"mlp_1", "vit_1"}
+    assert references["test_translated_acc"].tolist() == pytest.approx([0.30, 0.50]) and not references["chosen"].any()
+    assert (frame["trials"] == 3).all() and references["effect"].isna().all()
+    assert "| no KD | mlp_1 | 3 |" in reports.arms_markdown(frame)
     assert reports.main([str(study), "--versus", "flat", "--n-boot", str(N_BOOT)]) == 0
     table = capsys.readouterr().out
     assert "vs flat [95% CI]" in table and "| vit |" not in table  # another student is not compared
+
+
+def test_arm_means_spreads_over_teacher_and_student_seeds():
+    """The arms table's spreads: ± is the std of the teacher seeds' means, the student-seed std is
+    the std within a teacher seed, averaged; epochs and metrics are plain means."""
+    from study.reports import arm_means
+
+    trials = pd.DataFrame({"teacher_seed": [0, 0, 1, 1], "test_translated_acc": [0.30, 0.32, 0.34, 0.38],
+                           "epochs_done": [6, 8, 7, 7], "test_small_shift_acc": [0.5, 0.5, 0.6, 0.6]})
+    row = arm_means(trials)
+    assert row["trials"] == 4 and row["epochs_done"] == 7 and row["test_small_shift_acc"] == pytest.approx(0.55)
+    assert row["teacher_seed_std"] == pytest.approx(np.std([0.31, 0.36], ddof=1))
+    assert row["student_seed_std"] == pytest.approx((np.std([0.30, 0.32], ddof=1) + np.std([0.34, 0.38], ddof=1)) / 2)
+    one_teacher = arm_means(trials.drop(columns="teacher_seed"))  # no-KD students: no teacher spread
+    assert np.isnan(one_teacher["teacher_seed_std"]) and one_teacher["student_seed_std"] > 0

@@ -104,6 +104,40 @@ def test_interrupted_study_resumes_without_duplicates(mnist_root, bank_dir, tmp_
     assert len(ids) == 5 and len(set(ids)) == 5  # 4 search + 1 baseline, each logged once
     assert len(runs["study"]) == 1 and len(runs["teacher"]) == 1
     assert all(t.data.tags["state"] == "completed" for t in trials)
+    # the study's times add both invocations, not only the last one's
+    state = json.loads((tmp_path / "studies" / "leveled_kd-mnist" / "study.json").read_text())
+    first, second = state["invocations"]
+    assert first["status"] == "interrupted" and second["status"] == "finished" == state["status"]
+    assert state["wall_seconds"] == pytest.approx(first["wall_seconds"] + second["wall_seconds"])
+    assert state["trials_seconds"] == first["trials_seconds"] + second["trials_seconds"]
+    assert set(state["teachers"]) == {"mnist/cnn_1/seed-0"} and state["teachers"]["mnist/cnn_1/seed-0"]["precision"]
+
+
+def test_ctrl_c_while_teachers_train_stops_the_study_and_keeps_their_snapshots(mnist_root, tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) during stage 1 stops the study within
+    seconds with the resume command; the teacher's snapshots so far stay in its bank. (Ray's
+    ``ray.wait`` used to swallow the KeyboardInterrupt: the teachers kept training.)"""
+    banks = tmp_path / "banks"
+    args = study_args(mnist_root, banks, tmp_path, "--teacher-steps", "5000", "--num-samples", "1")
+    driver = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    manifest = banks / "mnist" / "cnn_1" / "seed-0" / "manifest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and not manifest.is_file():
+        time.sleep(0.5)
+    assert driver.poll() is None and manifest.is_file(), "the teacher never saved its first snapshot"
+    os.killpg(driver.pid, signal.SIGINT)
+    try:
+        output, _ = driver.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        pytest.fail("the study kept running after Ctrl-C")
+    assert driver.returncode == 130, output[-2000:]
+    assert "interrupted while training its teachers" in output and "--resume" in output
+    steps = json.loads(manifest.read_text())["snapshots"]
+    assert "50" in steps and "5000" not in steps
+    state = json.loads((tmp_path / "studies" / "leveled_kd-mnist" / "study.json").read_text())
+    assert state["status"] == "interrupted" and state["invocations"][-1]["status"] == "interrupted"
 
 
 def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):

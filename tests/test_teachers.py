@@ -53,6 +53,18 @@ def test_extending_a_bank_continues_instead_of_retraining(bank, mnist, tmp_path)
         torch.testing.assert_close(pa, pb)
 
 
+def test_a_bank_in_another_precision_says_so(bank, mnist):
+    """An existing bank keeps its precision; asking for another one is reported, not silent."""
+    trained_in = bank.manifest()["precision"]
+    other = "bf16" if trained_in == "fp32" else "fp32"
+    said: list[str] = []
+    assert bank.ensure(mnist, max_steps=100, precision=other, progress=said.append) == [50, 100]
+    assert len(said) == 1 and f"trained in {trained_in}" in said[0] and f"{other} was asked for" in said[0]
+    for asked in (trained_in, "auto"):
+        assert bank.precision_note(asked) is None
+    assert bank.manifest()["precision"] == trained_in
+
+
 def test_corrupted_snapshot_is_refused(bank, mnist):
     path = bank.snapshot_path(50)
     data = bytearray(path.read_bytes())
