@@ -47,7 +47,7 @@ SAMPLERS = ("tpe", "random", "grid")
 SCHEDULERS = ("asha", "none")
 #: Strings pandas reads as missing values in a CSV (``pd.read_csv``'s defaults): not usable as arm names.
 #: A copy of pandas' private ``STR_NA_VALUES``, so loading a space does not import pandas;
-#: tests/test_spaces.py checks that pandas reads each of them as missing.
+#: tests/test_spaces.py checks that pandas reads each of them as missing, and that the copy is complete.
 MISSING_TOKENS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                             "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 #: Fraction of the teacher-step budget the "weak" (early) snapshot sits at: 2,500 of 25,000.
