@@ -289,7 +289,8 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
                      f"| {_number(r.get('student_seed_std', float('nan')))} | {effect} | {p} |")
     lines.append("")
     lines.append("± is the std across teacher seeds of each teacher seed's mean; the student-seed std is "
-                 "averaged within teacher seeds; epochs and the metrics are means over the arm's trials.")
+                 "averaged within teacher seeds; epochs and the metrics are means over the arm's trials; Holm's "
+                 "correction is over the arms of this table.")
     return "\n".join(lines) + "\n"
 
 

@@ -167,12 +167,14 @@ def test_teacher_seeds_default_to_zero_for_kd_and_none_for_no_kd():
 
 def inductive_bias_study(root: Path, cnn_gain: float, mlp_gain: float) -> Path:
     configs = [{**BASE, "test": 0.30}]
-    for step in (250, 2500, 25000):
-        configs.append({"variant": "normal_kd", "teachers": "cnn_1", "teacher_step": step, "test": 0.30 + cnn_gain})
-    for step in (2500, 25000):
-        configs.append({"variant": "normal_kd", "teachers": "mlp_1", "teacher_step": step, "test": 0.30 + mlp_gain})
-    configs.append({"variant": "normal_kd", "teachers": "cnn_1", "teacher_step": 2500, "alpha": 0.0,
-                    "test": 0.30 + cnn_gain})
+    for step, arm in ((250, "cnn_early"), (2500, "cnn_weak"), (25000, "cnn_strong")):
+        configs.append({"arm": arm, "variant": "normal_kd", "teachers": "cnn_1", "teacher_step": step,
+                        "test": 0.30 + cnn_gain})
+    for step, arm in ((2500, "mlp_weak"), (25000, "mlp_strong")):
+        configs.append({"arm": arm, "variant": "normal_kd", "teachers": "mlp_1", "teacher_step": step,
+                        "test": 0.30 + mlp_gain})
+    configs.append({"arm": "cnn_weak_soft_only", "variant": "normal_kd", "teachers": "cnn_1", "teacher_step": 2500,
+                    "alpha": 0.0, "test": 0.30 + cnn_gain})
     # the baseline has no teacher seeds; KD arms have 3 teacher seeds x 3 student seeds
     base = write_study(root, "ib", configs[:1])
     kd = write_study(root, "ib-kd", configs[1:], teacher_seeds=(0, 1, 2))
@@ -201,6 +203,16 @@ def test_inductive_bias_controls(tmp_path):
     assert c1.effect.n == f"3x3x{N_IMAGES}"
     # the poster's studies were not given: their cells are skipped, not errors
     assert all(c.verdict == "skipped" for c in cells if c.space != findings.CONTROL_SPACE)
+    # the result file carries the arms table too: means with both seed spreads, effects against no KD
+    [(title, table)] = reproduce.arms_sections({"mnist": {findings.CONTROL_SPACE: study}}, N_BOOT).items()
+    assert title == f"Arms of `{findings.CONTROL_SPACE}` on mnist"
+    rows = {line.split("|")[1].split(" (")[0].strip(" *"): line for line in table.splitlines()
+            if line.startswith("| ")}
+    assert "| mnist" not in table and rows["no KD"].split("|")[3].strip() == "3"  # 3 no-KD students
+    assert rows["cnn_weak"].split("|")[3].strip() == "9" and " ± " in rows["cnn_weak"]
+    md, _ = reproduce.write_results(cells, tmp_path / "out" / "full-mnist-inductive_bias", "cmd",
+                                    reproduce.BUDGETS["full"], {}, 1.0, sections={title: table})
+    assert f"## {title}\n\n{table}" in md.read_text()
 
 
 def test_results_files_and_index(tmp_path):
