@@ -41,9 +41,19 @@ FINDING_SPACES = list(dict.fromkeys(f.space for f in findings.POSTER))
 CONTROL_SPACES = [findings.CONTROL_SPACE]
 
 
+def study_name(space: str, dataset: str, budget_name: str, overrides: list[str] | None) -> str:
+    """``repro-<space>-<dataset>-<budget>``, plus the ``--set`` overrides spelled out
+    (``seed=[0,1,2]`` -> ``-seed_0_1_2``): a finished study is reused only by the same command,
+    never by one that asks for other seeds or values."""
+    import re
+
+    tags = [re.sub(r"[^A-Za-z0-9.]+", "_", item).strip("_") for item in sorted(overrides or [])]
+    return "-".join([f"repro-{space}-{dataset}-{budget_name}", *tags])
+
+
 def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float]:
     """Run (or resume, or reuse when finished) one study; returns its directory and wall seconds."""
-    name = f"repro-{space}-{dataset}-{args.budget_name}"
+    name = study_name(space, dataset, args.budget_name, args.set)
     study_dir = Path(args.output_dir) / "studies" / name
     if space in args.existing:  # --study SPACE=DIR: analyse a study that already ran
         study_dir = Path(args.existing[space])

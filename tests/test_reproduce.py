@@ -289,8 +289,17 @@ def test_a_study_to_run_is_run_study_in_the_current_directory(tmp_path, monkeypa
     [(cmd, kwargs)] = calls
     assert cmd[:3] == [sys.executable, "-m", "run_study"] and "cwd" not in kwargs
     assert cmd[cmd.index("--output-dir") + 1] == "runs" and cmd[cmd.index("--study-name") + 1] == study_dir.name
-    assert study_dir == Path("runs") / "studies" / "repro-kd_types-mnist-quick"
+    assert study_dir == Path("runs") / "studies" / "repro-kd_types-mnist-quick-seed_0"
     assert "--set=seed=[0]" in cmd and "--no-download" in cmd and "--resume" not in cmd
+
+
+def test_a_finished_study_is_reused_only_by_the_same_overrides():
+    """Other --set values (more seeds) make another study, not a silent reuse of the finished one."""
+    name = reproduce.study_name
+    assert name("kd_types", "mnist", "full", None) == name("kd_types", "mnist", "full", []) == "repro-kd_types-mnist-full"
+    assert name("kd_types", "mnist", "full", ["seed=[0,1,2]"]) == "repro-kd_types-mnist-full-seed_0_1_2"
+    assert name("kd_types", "mnist", "full", ["seed=[0]"]) != name("kd_types", "mnist", "full", ["seed=[0,1]"])
+    assert name("x", "mnist", "full", ["b=1", "a=0.5"]) == name("x", "mnist", "full", ["a=0.5", "b=1"])
 
 
 def test_script_is_the_same_command_from_any_directory(tmp_path):
