@@ -200,6 +200,39 @@ def arm_means(trials: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
+def teacher_accuracies(trials: pd.DataFrame, study_dir: Path) -> dict[str, float]:
+    """Mean clean and translated accuracy of the teacher snapshots an arm distilled from, over its
+    teacher seeds, from the banks' manifests (each snapshot is scored there when it is saved, on
+    the bank's ``eval_images`` test images). Empty for no-KD rows, several teachers, or banks that
+    are not where the study's ``study.json`` says."""
+    import json
+
+    from .teachers import TeacherSpec
+
+    try:
+        plan = json.loads((study_dir / "study.json").read_text())["plan"]
+        banks, dataset = Path(plan["teacher_banks"]), plan["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    clean, translated = [], []
+    for row in trials.to_dict("records"):
+        arch, step = row.get("teachers"), row.get("teacher_step")
+        if not isinstance(arch, str) or arch == "none" or "+" in arch or pd.isna(step):
+            return {}
+        seed = row.get("teacher_seed")
+        spec = TeacherSpec(dataset, arch, 0 if seed is None or pd.isna(seed) else int(seed),
+                           float(row.get("teacher_label_smoothing") or 0.0))
+        try:
+            record = json.loads((banks / spec.key / "manifest.json").read_text())["snapshots"][str(int(step))]
+        except (OSError, ValueError, KeyError):
+            return {}
+        clean.append(record["clean_acc"])
+        translated.append(record["translated_acc"])
+    if not clean:
+        return {}
+    return {"teacher_clean_acc": sum(clean) / len(clean), "teacher_translated_acc": sum(translated) / len(translated)}
+
+
 def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, versus: str | None = None) -> pd.DataFrame:
     """One row per arm of a controlled study (spaces with ``arms``): its means over seeds
     (:func:`arm_means`), and its paired effect on test translated accuracy against the no-KD
@@ -228,7 +261,8 @@ def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, vers
         return {"arm": arm, "reference": reference,
                 "student": trials["student"].iloc[0] if "student" in trials else None,
                 "teachers": trials["teachers"].iloc[0] if "teachers" in trials else None,
-                "variant": trials["variant"].iloc[0] if "variant" in trials else None, **arm_means(trials)}
+                "variant": trials["variant"].iloc[0] if "variant" in trials else None, **arm_means(trials),
+                **teacher_accuracies(trials, study_dir)}
 
     rows = []
     if versus is not None:
@@ -268,10 +302,10 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
     effect [95% CI] and Holm p against the same student's no-KD baseline (or the arm ``versus``)."""
     from .stats import format_p
 
-    lines = ["| arm | student | trials | epochs | val translated | test clean | test translated "
-             "| small shift | translated / clean | student-seed std "
+    lines = ["| arm | student | teacher clean / translated | trials | epochs | val translated | test clean "
+             "| test translated | small shift | translated / clean | student-seed std "
              f"| vs {versus} [95% CI] | Holm p |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in frame.to_dict("records"):
         effect = (f"{r['effect']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
                   if pd.notna(r.get("effect", float("nan"))) else ("reference" if r.get("reference") else "n/a"))
@@ -280,7 +314,9 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
         translated = _number(r.get("test_translated_acc", float("nan")))
         if pd.notna(r.get("teacher_seed_std", float("nan"))):
             translated += f" ± {r['teacher_seed_std']:.4f}"
-        lines.append(f"| {name} | {r.get('student')} | {r.get('trials', '')} "
+        teacher = (f"{r['teacher_clean_acc']:.3f} / {r['teacher_translated_acc']:.3f}"
+                   if pd.notna(r.get("teacher_clean_acc", float("nan"))) else "")
+        lines.append(f"| {name} | {r.get('student')} | {teacher} | {r.get('trials', '')} "
                      f"| {_number(r.get('epochs_done', float('nan')), '.1f')} "
                      f"| {_number(r.get('val_translated_acc', float('nan')))} "
                      f"| {_number(r.get('test_clean_acc', float('nan')))} | {translated} "
@@ -288,7 +324,9 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
                      f"| {_number(r.get('test_translated_over_clean', float('nan')))} "
                      f"| {_number(r.get('student_seed_std', float('nan')))} | {effect} | {p} |")
     lines.append("")
-    lines.append("± is the std across teacher seeds of each teacher seed's mean; the student-seed std is "
+    lines.append("Teacher: the mean over the arm's teacher seeds of its snapshot's accuracy in the bank's "
+                 "manifest (scored on the bank's evaluation images when saved). "
+                 "± is the std across teacher seeds of each teacher seed's mean; the student-seed std is "
                  "averaged within teacher seeds; epochs and the metrics are means over the arm's trials; Holm's "
                  "correction is over the arms of this table.")
     return "\n".join(lines) + "\n"

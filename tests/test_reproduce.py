@@ -208,8 +208,8 @@ def test_inductive_bias_controls(tmp_path):
     assert title == f"Arms of `{findings.CONTROL_SPACE}` on mnist"
     rows = {line.split("|")[1].split(" (")[0].strip(" *"): line for line in table.splitlines()
             if line.startswith("| ")}
-    assert "| mnist" not in table and rows["no KD"].split("|")[3].strip() == "3"  # 3 no-KD students
-    assert rows["cnn_weak"].split("|")[3].strip() == "9" and " ± " in rows["cnn_weak"]
+    assert "| mnist" not in table and rows["no KD"].split("|")[4].strip() == "3"  # 3 no-KD students
+    assert rows["cnn_weak"].split("|")[4].strip() == "9" and " ± " in rows["cnn_weak"]
     md, _ = reproduce.write_results(cells, tmp_path / "out" / "full-mnist-inductive_bias", "cmd",
                                     reproduce.BUDGETS["full"], {}, 1.0, sections={title: table})
     assert f"## {title}\n\n{table}" in md.read_text()
@@ -340,7 +340,7 @@ def test_arm_report_finds_planted_effects_and_keeps_students_apart(tmp_path, cap
     assert references["arm"].tolist() == ["no KD", "no KD"] and set(references["student"]) == {"mlp_1", "vit_1"}
     assert references["test_translated_acc"].tolist() == pytest.approx([0.30, 0.50]) and not references["chosen"].any()
     assert (frame["trials"] == 3).all() and references["effect"].isna().all()
-    assert "| no KD | mlp_1 | 3 |" in reports.arms_markdown(frame)
+    assert "| no KD | mlp_1 |  | 3 |" in reports.arms_markdown(frame)
     assert reports.main([str(study), "--versus", "flat", "--n-boot", str(N_BOOT)]) == 0
     table = capsys.readouterr().out
     assert "vs flat [95% CI]" in table and "| vit |" not in table  # another student is not compared
@@ -359,3 +359,29 @@ def test_arm_means_spreads_over_teacher_and_student_seeds():
     assert row["student_seed_std"] == pytest.approx((np.std([0.30, 0.32], ddof=1) + np.std([0.34, 0.38], ddof=1)) / 2)
     one_teacher = arm_means(trials.drop(columns="teacher_seed"))  # no-KD students: no teacher spread
     assert np.isnan(one_teacher["teacher_seed_std"]) and one_teacher["student_seed_std"] > 0
+
+
+def test_arms_table_reads_each_arms_teachers_from_their_banks(tmp_path):
+    """The teacher column is the mean, over the arm's teacher seeds, of the distilled snapshot's
+    accuracies in the banks' manifests; no-KD rows and missing banks leave it empty."""
+    from study import reports
+
+    arms = [{**BASE, "test": 0.30}, {"arm": "cnn", "variant": "normal_kd", "teachers": "cnn_1", "teacher_step": 50,
+                                     "test": 0.40}]
+    study = write_study(tmp_path, "teach", arms, teacher_seeds=(0, 1))
+    banks = tmp_path / "banks"
+    for seed, (clean, translated) in enumerate([(0.90, 0.50), (0.96, 0.60)]):
+        bank = banks / "mnist" / "cnn_1" / f"seed-{seed}"
+        bank.mkdir(parents=True)
+        (bank / "manifest.json").write_text(json.dumps(
+            {"snapshots": {"50": {"clean_acc": clean, "translated_acc": translated}, "100": {"clean_acc": 0.0,
+                                                                                       "translated_acc": 0.0}}}))
+    (study / "study.json").write_text(json.dumps({"plan": {"teacher_banks": str(banks), "dataset": "mnist"}}))
+    table = normalise(pd.read_csv(study / "reports" / "trials.csv"))
+    frame = reports.arm_effects(table, study, n_boot=N_BOOT).set_index("arm")
+    assert frame.loc["cnn", "teacher_clean_acc"] == pytest.approx(0.93)
+    assert frame.loc["cnn", "teacher_translated_acc"] == pytest.approx(0.55)
+    assert np.isnan(frame.loc["no KD", "teacher_clean_acc"])
+    assert "| 0.930 / 0.550 |" in reports.arms_markdown(frame.reset_index())
+    (study / "study.json").write_text(json.dumps({"plan": {"teacher_banks": str(tmp_path / "gone"), "dataset": "mnist"}}))
+    assert "teacher_clean_acc" not in reports.arm_effects(table, study, n_boot=N_BOOT)
