@@ -358,7 +358,7 @@ def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any
             out["paired_gain"] = gains
         arms = arm_effects(table, study_dir)
         if not arms.empty:
-            out["arms"] = arms.to_dict("records")
+            out["arms"] = arms.astype(object).where(arms.notna(), None).to_dict("records")  # JSON: null, not NaN
     return out
 
 
