@@ -302,10 +302,10 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
     effect [95% CI] and Holm p against the same student's no-KD baseline (or the arm ``versus``)."""
     from .stats import format_p
 
-    lines = ["| arm | student | teacher clean / translated | trials | epochs | val translated | test clean "
-             "| test translated | small shift | translated / clean | student-seed std "
-             f"| vs {versus} [95% CI] | Holm p |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    header = ("| arm | student | teacher clean / translated | trials | epochs | val translated | test clean "
+              "| test translated | small shift | translated / clean | student-seed std "
+              f"| vs {versus} [95% CI] | Holm p |")
+    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in frame.to_dict("records"):
         effect = (f"{r['effect']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
                   if pd.notna(r.get("effect", float("nan"))) else ("reference" if r.get("reference") else "n/a"))
