@@ -316,6 +316,9 @@ def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) 
     for spec, manifest in manifests.items():
         teachers[spec.key] = {"precision": manifest.get("precision", "fp32"),
                               "steps": max(map(int, manifest["snapshots"]))}
+        note = TeacherBank(study.bank_root, spec).precision_note(args.precision)
+        if note:  # here, not only in the task: a task's output reaches the terminal only with --verbose
+            say(note)
         tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,
                                                   "eval_images": args.teacher_eval_images}, manifest)
         bank = TeacherBank(study.bank_root, spec)

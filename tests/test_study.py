@@ -140,7 +140,11 @@ def test_ctrl_c_while_teachers_train_stops_the_study_and_keeps_their_snapshots(m
     assert state["status"] == "interrupted" and state["invocations"][-1]["status"] == "interrupted"
 
 
-def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):
+def test_logs_to_a_real_mlflow_server(tiny_study, mnist_root, bank_dir, tmp_path):
+    """Also: the tiny study's bank exists, and this study asks for the other precision: the study
+    says the bank keeps its own, and records it."""
+    bank_precision = json.loads((bank_dir / "mnist" / "cnn_1" / "seed-0" / "manifest.json").read_text())["precision"]
+    other = "bf16" if bank_precision == "fp32" else "fp32"
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -152,8 +156,11 @@ def test_logs_to_a_real_mlflow_server(mnist_root, bank_dir, tmp_path):
         if not wait_until_healthy(uri, timeout=90):
             pytest.fail("mlflow server did not start")
         result = run_study(*study_args(mnist_root, bank_dir, tmp_path / "out", "--num-samples", "1", "--max-epochs",
-                                       "1", "--tracking-uri", uri, "--keep-best", "1"))
+                                       "1", "--tracking-uri", uri, "--keep-best", "1", "--precision", other))
         assert result.returncode == 0, result.stderr[-3000:]
+        assert f"trained in {bank_precision} and keeps it" in result.stderr and f"{other} was asked for" in result.stderr
+        state = json.loads((tmp_path / "out" / "studies" / "leveled_kd-mnist" / "study.json").read_text())
+        assert state["teachers"]["mnist/cnn_1/seed-0"] == {"precision": bank_precision, "steps": 100}
         client, runs = runs_of(uri, "leveled_kd-mnist")
         assert len(runs["study"]) == 1 and len(runs["teacher"]) == 1 and len(runs["trial"]) == 2
         parent = runs["study"][0].info.run_id
