@@ -41,14 +41,26 @@ FINDING_SPACES = list(dict.fromkeys(f.space for f in findings.POSTER))
 CONTROL_SPACES = [findings.CONTROL_SPACE]
 
 
-def study_name(space: str, dataset: str, budget_name: str, overrides: list[str] | None) -> str:
-    """``repro-<space>-<dataset>-<budget>``, plus the ``--set`` overrides spelled out
-    (``seed=[0,1,2]`` -> ``-seed_0_1_2``): a finished study is reused only by the same command,
-    never by one that asks for other seeds or values."""
+def override_tags(overrides: list[str] | None) -> list[str]:
+    """The ``--set`` overrides spelled for file names, sorted: ``seed=[0,1,2]`` -> ``seed_0_1_2``."""
     import re
 
-    tags = [re.sub(r"[^A-Za-z0-9.]+", "_", item).strip("_") for item in sorted(overrides or [])]
-    return "-".join([f"repro-{space}-{dataset}-{budget_name}", *tags])
+    return [re.sub(r"[^A-Za-z0-9.]+", "_", item).strip("_") for item in sorted(overrides or [])]
+
+
+def study_name(space: str, dataset: str, budget_name: str, overrides: list[str] | None) -> str:
+    """``repro-<space>-<dataset>-<budget>``, plus the ``--set`` overrides (``-seed_0_1_2``): a
+    finished study is reused only by the same command, never by one that asks for other seeds
+    or values."""
+    return "-".join([f"repro-{space}-{dataset}-{budget_name}", *override_tags(overrides)])
+
+
+def results_stem(docs: str, budget_name: str, datasets: list[str], spaces: list[str] | None,
+                 overrides: list[str] | None) -> Path:
+    """``DOCS/results/<budget>-<datasets>[-<spaces>][-<overrides>]``: one file pair per command, so
+    a quick run never overwrites the full run's tables, nor a 1-seed run the 3-seed run's."""
+    parts = [budget_name, *datasets, *(spaces or []), *override_tags(overrides)]
+    return Path(docs) / "results" / "-".join(parts)
 
 
 def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float]:
@@ -256,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "".join(f" --study {item}" for item in args.study)
     table = findings.verdict_table(cells)
     print(table[table["metric"] == PRIMARY].to_string(index=False))
-    # one file pair per (budget, datasets): a quick run never overwrites the full run's tables
-    spaces = f"-{'-'.join(args.spaces)}" if args.spaces else ""
-    stem = Path(args.docs) / "results" / f"{args.budget_name}-{'-'.join(args.datasets)}{spaces}"
+    stem = results_stem(args.docs, args.budget_name, args.datasets, args.spaces, args.set)
     banks = {key: bank for spaces in dirs.values() for study_dir in spaces.values()
              for key, bank in teacher_banks(study_dir).items()}
     md_path, json_path = write_results(cells, stem, command, budget, walls, total, banks,

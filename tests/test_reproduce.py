@@ -300,6 +300,11 @@ def test_a_finished_study_is_reused_only_by_the_same_overrides():
     assert name("kd_types", "mnist", "full", ["seed=[0,1,2]"]) == "repro-kd_types-mnist-full-seed_0_1_2"
     assert name("kd_types", "mnist", "full", ["seed=[0]"]) != name("kd_types", "mnist", "full", ["seed=[0,1]"])
     assert name("x", "mnist", "full", ["b=1", "a=0.5"]) == name("x", "mnist", "full", ["a=0.5", "b=1"])
+    # and so is its result file pair
+    stem = reproduce.results_stem
+    assert stem("docs", "full", ["mnist"], None, None) == Path("docs/results/full-mnist")
+    assert stem("d", "full-25000", ["mnist"], ["inductive_bias"], ["seed=[0,1,2]"]) == \
+        Path("d/results/full-25000-mnist-inductive_bias-seed_0_1_2")
 
 
 def test_script_is_the_same_command_from_any_directory(tmp_path):
