@@ -312,6 +312,13 @@ class Cell:
     verdict: str = ""
 
 
+def single_run_note(effect: Effect) -> str:
+    """With one run per arm the bootstrap can only resample test images: its interval says these
+    two students differ, not that the configurations do. The verdict says so."""
+    return "one run per arm: the CI covers test-image noise only, not seed-to-seed variation" \
+        if effect.n_units == 1 else ""
+
+
 def analyse_study(study_dir: Path, findings: Iterable[Finding], dataset: str,
                   metrics: Sequence[str] = (PRIMARY, *SECONDARY), n_boot: int = 10_000, seed: int = 0) -> list[Cell]:
     """Effects of ``findings`` (all of one study) on every metric, scored on test per-image results."""
@@ -334,7 +341,7 @@ def analyse_study(study_dir: Path, findings: Iterable[Finding], dataset: str,
             for metric in metrics:
                 effect = paired_effect(arm_a, arm_b, metric, n_boot=n_boot, seed=seed)
                 cells.append(Cell(finding.claim, dataset, finding.space, comparison, metric, finding.direction, effect,
-                                  note=note))
+                                  note="; ".join(filter(None, [note, single_run_note(effect)]))))
         except (Skip, ValueError) as why:
             cells += [Cell(finding.claim, dataset, finding.space, comparison, m, finding.direction, note=str(why))
                       for m in metrics]

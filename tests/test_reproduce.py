@@ -390,3 +390,15 @@ def test_arms_table_reads_each_arms_teachers_from_their_banks(tmp_path):
     assert "| 0.930 / 0.550 |" in reports.arms_markdown(frame.reset_index())
     (study / "study.json").write_text(json.dumps({"plan": {"teacher_banks": str(tmp_path / "gone"), "dataset": "mnist"}}))
     assert "teacher_clean_acc" not in reports.arm_effects(table, study, n_boot=N_BOOT)
+
+
+def test_a_cell_with_one_run_per_arm_says_its_interval_is_image_noise_only(tmp_path):
+    kd_vs_none = next(f for f in findings.POSTER if f.space == "kd_types")
+    one = write_study(tmp_path, "one", [{**BASE, "test": 0.30}, {"variant": "normal_kd", "teacher_step": 50,
+                                                                  "test": 0.40}], seeds=(0,))
+    [cell] = analyse_study(one, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    assert cell.effect.n_units == 1 and "test-image noise only" in cell.note
+    three = write_study(tmp_path, "three", [{**BASE, "test": 0.30}, {"variant": "normal_kd", "teacher_step": 50,
+                                                                      "test": 0.40}])
+    [cell] = analyse_study(three, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    assert cell.effect.n_units == 3 and cell.note == ""
