@@ -119,8 +119,11 @@ def test_ctrl_c_while_teachers_train_stops_the_study_and_keeps_their_snapshots(m
     ``ray.wait`` used to swallow the KeyboardInterrupt: the teachers kept training.)"""
     banks = tmp_path / "banks"
     args = study_args(mnist_root, banks, tmp_path, "--teacher-steps", "5000", "--num-samples", "1")
+    # as from a terminal: SIGINT at its default even when this test runs in a background job (a
+    # shell starts those with SIGINT ignored, and a child inherits that)
     driver = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     manifest = banks / "mnist" / "cnn_1" / "seed-0" / "manifest.json"
     deadline = time.time() + 300
     while time.time() < deadline and driver.poll() is None and not manifest.is_file():
