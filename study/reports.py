@@ -207,7 +207,7 @@ def teacher_accuracies(trials: pd.DataFrame, study_dir: Path) -> dict[str, float
     are not where the study's ``study.json`` says."""
     import json
 
-    from .teachers import TeacherSpec
+    from .teachers import SnapshotError, TeacherBank, TeacherSpec
 
     try:
         plan = json.loads((study_dir / "study.json").read_text())["plan"]
@@ -223,8 +223,8 @@ def teacher_accuracies(trials: pd.DataFrame, study_dir: Path) -> dict[str, float
         spec = TeacherSpec(dataset, arch, 0 if seed is None or pd.isna(seed) else int(seed),
                            float(row.get("teacher_label_smoothing") or 0.0))
         try:
-            record = json.loads((banks / spec.key / "manifest.json").read_text())["snapshots"][str(int(step))]
-        except (OSError, ValueError, KeyError):
+            record = TeacherBank(banks, spec).manifest()["snapshots"][str(int(step))]
+        except (OSError, SnapshotError, KeyError):
             return {}
         clean.append(record["clean_acc"])
         translated.append(record["translated_acc"])

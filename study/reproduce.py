@@ -27,6 +27,7 @@ import pandas as pd
 
 from study import findings
 from study.findings import PRIMARY, SECONDARY, SELECT_ON
+from study.teachers import bank_record
 
 #: ``full`` trains students to convergence on the whole training split (at most 10 epochs, stopped
 #: after 2 without a gain in validation clean accuracy) and tests on all 10,000 test images, in fp32
@@ -112,9 +113,7 @@ def teacher_banks(study_dir: Path) -> dict[str, dict]:
     for key in plan.get("teachers", []):
         manifest = Path(plan.get("teacher_banks", "")) / key / "manifest.json"
         if manifest.is_file():
-            record = json.loads(manifest.read_text())
-            banks[key] = {"precision": record.get("precision", "fp32"),
-                          "steps": max(map(int, record["snapshots"]))}
+            banks[key] = bank_record(json.loads(manifest.read_text()))
     return banks
 
 

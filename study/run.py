@@ -26,7 +26,7 @@ from typing import Any, Iterator
 from .data import load_dataset, train_val_split
 from .errors import InputError, UserError, check_reachable
 from .spaces import Space, load_space
-from .teachers import TeacherBank, teacher_bank_root
+from .teachers import TeacherBank, bank_record, teacher_bank_root
 from .tracking import Tracker, browse_hint, default_tracking_uri, study_tags
 
 DEFAULT_SEARCH_TRIALS = 12
@@ -237,8 +237,9 @@ def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int
     try:
         caches, state["teachers"] = build_teachers(study, data, split, tracker, parent_id)
     except KeyboardInterrupt:  # the banks keep every snapshot and training state saved so far
-        invocation.update(status="interrupted", wall_seconds=round(time.time() - started, 1),
-                          teachers_seconds=round(time.time() - started), trials_seconds=0)
+        elapsed = time.time() - started
+        invocation.update(status="interrupted", wall_seconds=round(elapsed, 1), teachers_seconds=round(elapsed),
+                          trials_seconds=0)
         state.update(status="interrupted")
         study.state_file.write_text(json.dumps(state, indent=2, default=str))
         say(f"study {study.name} interrupted while training its teachers; their snapshots so far are kept. "
@@ -314,14 +315,13 @@ def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) 
                                     gpus_per_teacher=gpus, progress=say)
     caches, teachers = {}, {}
     for spec, manifest in manifests.items():
-        teachers[spec.key] = {"precision": manifest.get("precision", "fp32"),
-                              "steps": max(map(int, manifest["snapshots"]))}
-        note = TeacherBank(study.bank_root, spec).precision_note(args.precision)
+        teachers[spec.key] = bank_record(manifest)
+        bank = TeacherBank(study.bank_root, spec)
+        note = bank.precision_note(args.precision)
         if note:  # here, not only in the task: a task's output reaches the terminal only with --verbose
             say(note)
         tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,
                                                   "eval_images": args.teacher_eval_images}, manifest)
-        bank = TeacherBank(study.bank_root, spec)
         for step in steps.get(spec.arch, []):
             caches[cache_key(spec.arch, spec.label_smoothing, step, spec.seed)] = as_arrays(
                 *bank.outputs(step, data, split.train, device="cpu"))

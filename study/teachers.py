@@ -99,6 +99,12 @@ class TeacherSpec:
         return f"{self.dataset}/{self.arch}{ls}/seed-{self.seed}"
 
 
+def bank_record(manifest: dict) -> dict:
+    """What a study and a result file record of a bank: the precision it was trained in (banks from
+    before precisions were recorded are fp32) and its last snapshot step."""
+    return {"precision": manifest.get("precision", "fp32"), "steps": max(map(int, manifest["snapshots"]))}
+
+
 class TeacherBank:
     """The snapshots of one teacher, on disk, with their manifest."""
 
