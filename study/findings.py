@@ -176,14 +176,58 @@ def control_findings(table: pd.DataFrame, space: str = CONTROL_SPACE) -> list[Fi
 # ---------------------------------------------------------------------------------------------
 # Trials tables and arms
 
-def load_trials(study_dir: Path) -> pd.DataFrame:
-    """Completed trials of a study with the no-KD rows made uniform: ``variant`` ``no_kd``,
-    ``teachers`` ``none``, ``teacher_step`` NaN, ``teacher_seed`` None; KD rows without a
-    ``teacher_seed`` (older studies) get 0, the seed every bank used before teacher seeds existed."""
-    path = Path(study_dir) / "reports" / "trials.csv"
-    if not path.is_file():
-        raise Skip(f"no trials table at {path}")
-    return normalise(pd.read_csv(path))
+#: Plan entries that must agree for studies to be pooled: the same design and budget, so that
+#: pooling only adds seeds. (Entries a plan lacks, from older studies, are not compared; that the
+#: test images are the same is checked per cell, by :func:`study.stats.paired_effect`.)
+POOL_KEYS = ("space", "dataset", "train_subset", "max_epochs", "teacher_steps", "teacher_snapshots_used", "fixed",
+             "searched")
+
+
+def as_dirs(study_dirs: Path | str | Sequence[Path | str]) -> list[Path]:
+    """One study directory, or several pooled ones, as a list of paths."""
+    if isinstance(study_dirs, (str, Path)):
+        return [Path(study_dirs)]
+    return [Path(d) for d in study_dirs]
+
+
+def study_plan(study_dir: Path) -> dict[str, Any]:
+    """The plan a study recorded in its ``study.json`` (empty when it has none)."""
+    import json
+
+    try:
+        return json.loads((Path(study_dir) / "study.json").read_text()).get("plan") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_poolable(study_dirs: Sequence[Path]) -> None:
+    """Raise :class:`Skip` unless every study ran the same design and budget as the first
+    (:data:`POOL_KEYS`): pooled studies may differ in their seeds only."""
+    first, *others = [Path(d) for d in study_dirs]
+    reference = study_plan(first)
+    for other in others:
+        plan = study_plan(other)
+        differ = [k for k in POOL_KEYS if k in reference and k in plan and reference[k] != plan[k]]
+        if differ:
+            raise Skip(f"cannot pool {other.name} with {first.name}: they differ in "
+                       + ", ".join(f"{k} ({plan[k]} vs {reference[k]})" for k in differ))
+
+
+def load_trials(study_dirs: Path | Sequence[Path]) -> pd.DataFrame:
+    """Completed trials of a study, or of several pooled studies (the same design run with other
+    seeds: checked by :func:`check_poolable`), with the no-KD rows made uniform: ``variant``
+    ``no_kd``, ``teachers`` ``none``, ``teacher_step`` NaN, ``teacher_seed`` None; KD rows without
+    a ``teacher_seed`` (older studies) get 0, the seed every bank used before teacher seeds existed."""
+    dirs = as_dirs(study_dirs)
+    if len(dirs) > 1:
+        check_poolable(dirs)
+    tables = []
+    for study_dir in dirs:
+        path = study_dir / "reports" / "trials.csv"
+        if not path.is_file():
+            raise Skip(f"no trials table at {path}")
+        tables.append(pd.read_csv(path))
+    return normalise(pd.concat(tables, ignore_index=True))
 
 
 def normalise(table: pd.DataFrame) -> pd.DataFrame:
@@ -258,19 +302,24 @@ def _short(value: Any) -> str:
 
 
 class Predictions:
-    """Test (or validation) per-image results of a study's trials, read once each."""
+    """Test (or validation) per-image results of the trials of a study, or of pooled studies, read
+    once each. Trial ids are unique across studies (random); one found in two pooled studies is
+    refused rather than guessed."""
 
-    def __init__(self, study_dir: Path, split: str = "test"):
-        self.folder, self.split, self._cache = Path(study_dir) / "predictions", split, {}
+    def __init__(self, study_dirs: Path | Sequence[Path], split: str = "test"):
+        self.folders = [d / "predictions" for d in as_dirs(study_dirs)]
+        self.split, self._cache = split, {}
 
     def __call__(self, trial_id: str) -> PerImage:
         if trial_id not in self._cache:
-            path = self.folder / f"{trial_id}.npz"
-            if not path.is_file():
-                raise Skip(f"no per-image results for trial {trial_id} ({path})")
-            results = load_predictions(path)
+            paths = [folder / f"{trial_id}.npz" for folder in self.folders if (folder / f"{trial_id}.npz").is_file()]
+            if not paths:
+                raise Skip(f"no per-image results for trial {trial_id} (in {', '.join(map(str, self.folders))})")
+            if len(paths) > 1:
+                raise Skip(f"trial {trial_id} is in two pooled studies: {paths[0]} and {paths[1]}")
+            results = load_predictions(paths[0])
             if self.split not in results:
-                raise Skip(f"{path} has no {self.split!r} split")
+                raise Skip(f"{paths[0]} has no {self.split!r} split")
             self._cache[trial_id] = results[self.split]
         return self._cache[trial_id]
 
@@ -319,9 +368,10 @@ def single_run_note(effect: Effect) -> str:
         if effect.n_units == 1 else ""
 
 
-def analyse_study(study_dir: Path, findings: Iterable[Finding], dataset: str,
+def analyse_study(study_dir: Path | Sequence[Path], findings: Iterable[Finding], dataset: str,
                   metrics: Sequence[str] = (PRIMARY, *SECONDARY), n_boot: int = 10_000, seed: int = 0) -> list[Cell]:
-    """Effects of ``findings`` (all of one study) on every metric, scored on test per-image results."""
+    """Effects of ``findings`` (all of one study, or of pooled studies of one design) on every
+    metric, scored on test per-image results."""
     findings = list(findings)
     try:
         table = load_trials(study_dir)
@@ -348,9 +398,9 @@ def analyse_study(study_dir: Path, findings: Iterable[Finding], dataset: str,
     return cells
 
 
-def analyse(study_dirs: Mapping[str, Mapping[str, Path]], n_boot: int = 10_000, seed: int = 0,
+def analyse(study_dirs: Mapping[str, Mapping[str, Path | Sequence[Path]]], n_boot: int = 10_000, seed: int = 0,
             controls: bool = True, only_given: bool = False) -> list[Cell]:
-    """All cells of a reproduction: ``study_dirs[dataset][space]`` -> cells with Holm-adjusted p
+    """All cells of a reproduction: ``study_dirs[dataset][space]`` (a study, or pooled studies) -> cells with Holm-adjusted p
     (one family per metric, across every finding and dataset) and verdicts on ``PRIMARY``.
 
     A finding whose study is missing is a skipped cell, or left out with ``only_given`` (a run

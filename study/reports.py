@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 import plotly.express as px
@@ -200,30 +200,31 @@ def arm_means(trials: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
-def teacher_accuracies(trials: pd.DataFrame, study_dir: Path) -> dict[str, float]:
+def teacher_accuracies(trials: pd.DataFrame, study_dir: Path | Sequence[Path]) -> dict[str, float]:
     """Mean clean and translated accuracy of the teacher snapshots an arm distilled from, over its
     teacher seeds, from the banks' manifests (each snapshot is scored there when it is saved, on
     the bank's ``eval_images`` test images). Empty for no-KD rows, several teachers, or banks that
-    are not where the study's ``study.json`` says."""
-    import json
-
+    are not where the study's ``study.json`` says (the first study's, when studies are pooled)."""
+    from .findings import as_dirs, study_plan
     from .teachers import SnapshotError, TeacherBank, TeacherSpec
 
     try:
-        plan = json.loads((study_dir / "study.json").read_text())["plan"]
+        plan = study_plan(as_dirs(study_dir)[0])
         banks, dataset = Path(plan["teacher_banks"]), plan["dataset"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return {}
-    clean, translated = [], []
-    for row in trials.to_dict("records"):
+    snapshots = set()  # each teacher (architecture, seed, label smoothing) and step once: a mean over
+    for row in trials.to_dict("records"):  # teachers, not over trials, and one manifest read each
         arch, step = row.get("teachers"), row.get("teacher_step")
         if not isinstance(arch, str) or arch == "none" or "+" in arch or pd.isna(step):
             return {}
         seed = row.get("teacher_seed")
-        spec = TeacherSpec(dataset, arch, 0 if seed is None or pd.isna(seed) else int(seed),
-                           float(row.get("teacher_label_smoothing") or 0.0))
+        snapshots.add((TeacherSpec(dataset, arch, 0 if seed is None or pd.isna(seed) else int(seed),
+                                   float(row.get("teacher_label_smoothing") or 0.0)), int(step)))
+    clean, translated = [], []
+    for spec, step in snapshots:
         try:
-            record = TeacherBank(banks, spec).manifest()["snapshots"][str(int(step))]
+            record = TeacherBank(banks, spec).manifest()["snapshots"][str(step)]
         except (OSError, SnapshotError, KeyError):
             return {}
         clean.append(record["clean_acc"])
@@ -233,7 +234,7 @@ def teacher_accuracies(trials: pd.DataFrame, study_dir: Path) -> dict[str, float
     return {"teacher_clean_acc": sum(clean) / len(clean), "teacher_translated_acc": sum(translated) / len(translated)}
 
 
-def arm_effects(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000, versus: str | None = None) -> pd.DataFrame:
+def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: int = 10_000, versus: str | None = None) -> pd.DataFrame:
     """One row per arm of a controlled study (spaces with ``arms``): its means over seeds
     (:func:`arm_means`), and its paired effect on test translated accuracy against the no-KD
     baseline of the *same student* (hierarchical bootstrap over seeds and images, Holm-adjusted

@@ -13,6 +13,10 @@ The analysis is :mod:`study.findings`: "best" arms are chosen on validation, eff
 differences on the test images with a hierarchical bootstrap (:mod:`study.stats`), and verdicts
 use Holm's correction over every cell of the invocation. Output: docs/results/<budget>-<datasets>.{md,json}
 and docs/results/index.md; docs/RESULTS.md is the hand-written page that discusses them.
+
+Seeds can be added later without re-running the ones that ran: ``--set 'seed=[1,2]' --pool
+SPACE=DIR`` pools the trials of the finished study DIR (say, the ``seed=[0]`` run) with the ones
+this command runs, once their plans show the same design and budget.
 """
 from __future__ import annotations
 
@@ -117,6 +121,46 @@ def teacher_banks(study_dir: Path) -> dict[str, dict]:
     return banks
 
 
+def pooled_studies(items: list[str], datasets: list[str]) -> dict[tuple[str, str], list[Path]]:
+    """``--pool SPACE=DIR`` items as ``{(space, dataset): [DIR, ...]}``, the dataset read from each
+    study's plan. Exits with one line when a DIR is not a finished study of SPACE on one of
+    ``datasets``: a pooled study must be complete, or its missing trials would pass unnoticed."""
+    pools: dict[tuple[str, str], list[Path]] = {}
+    for item in items:
+        space, sep, folder = item.partition("=")
+        if not sep or not space or not folder:
+            raise SystemExit(f"reproduce: --pool wants SPACE=DIR, got {item!r}")
+        study_dir = Path(folder)
+        try:
+            state = json.loads((study_dir / "study.json").read_text())
+        except (OSError, ValueError):
+            raise SystemExit(f"reproduce: --pool {item}: no study at {study_dir} (no readable study.json)") from None
+        plan = state.get("plan") or {}
+        if plan.get("space") != space:
+            raise SystemExit(f"reproduce: --pool {item}: that study ran space {plan.get('space')!r}, not {space!r}")
+        if plan.get("dataset") not in datasets:
+            raise SystemExit(f"reproduce: --pool {item}: that study is on {plan.get('dataset')!r}, "
+                             f"not on {' / '.join(datasets)}")
+        if state.get("status") != "finished":
+            raise SystemExit(f"reproduce: --pool {item}: that study is {state.get('status')!r}, not finished; "
+                             "resume it first")
+        pools.setdefault((space, plan["dataset"]), []).append(study_dir)
+    return pools
+
+
+def pool(study_dir: Path, extra: list[Path]) -> Path | list[Path]:
+    """``study_dir`` alone, or with the studies pooled into it, once :func:`findings.check_poolable`
+    agrees (else exit with its reason: pooled studies may differ in their seeds only)."""
+    if not extra:
+        return study_dir
+    dirs = [study_dir, *extra]
+    try:
+        findings.check_poolable(dirs)
+    except findings.Skip as why:
+        raise SystemExit(f"reproduce: {why}") from None
+    return dirs
+
+
 def banks_text(banks: dict[str, dict]) -> str:
     """``bf16: mnist/cnn_1/seed-0 (25000 steps), ...`` grouped by precision."""
     by_precision: dict[str, list[str]] = {}
@@ -125,7 +169,7 @@ def banks_text(banks: dict[str, dict]) -> str:
     return "; ".join(f"{precision}: {', '.join(keys)}" for precision, keys in sorted(by_precision.items()))
 
 
-def arms_sections(dirs: dict[str, dict[str, Path]], n_boot: int) -> dict[str, str]:
+def arms_sections(dirs: dict[str, dict[str, Path | list[Path]]], n_boot: int) -> dict[str, str]:
     """For each study with arms (the control), its arms table (:func:`study.reports.arm_effects`:
     means over seeds with their spreads, and each arm's paired effect against no KD), titled by
     space and dataset, so that a result file holds every number a results page quotes."""
@@ -134,7 +178,7 @@ def arms_sections(dirs: dict[str, dict[str, Path]], n_boot: int) -> dict[str, st
     sections = {}
     for dataset, spaces in dirs.items():
         for space, study_dir in spaces.items():
-            frame = arm_effects(findings.load_trials(study_dir), study_dir, n_boot=n_boot)
+            frame = arm_effects(findings.load_trials(study_dir), study_dir, n_boot=n_boot)  # one or pooled
             if not frame.empty:
                 sections[f"Arms of `{space}` on {dataset}"] = arms_markdown(frame)
     return sections
@@ -161,14 +205,15 @@ own Holm family each and no verdicts. n is teacher seeds x student seeds x test 
 
 def write_results(cells: list, stem: Path, command: str, budget: dict, walls: dict[str, float],
                   total: float, banks: dict[str, dict] | None = None,
-                  sections: dict[str, str] | None = None) -> tuple[Path, Path]:
+                  sections: dict[str, str] | None = None,
+                  studies: dict[str, list[str]] | None = None) -> tuple[Path, Path]:
     table = findings.verdict_table(cells)
     primary, secondary = table[table["metric"] == PRIMARY], table[table["metric"] != PRIMARY]
     stem.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     json_path.write_text(json.dumps({"budget": budget, "cells": findings.cells_json(cells), "study_seconds": walls,
                                      "invocation_seconds": round(total), "command": command,
-                                     "teacher_banks": banks or {}}, indent=2))
+                                     "teacher_banks": banks or {}, "studies": studies or {}}, indent=2))
     md_path.write_text(
         f"<!-- generated by: {command} -->\n\n## Verdicts (primary metric: `{PRIMARY}`)\n\n{md_table(primary)}\n\n"
         f"## Secondary metrics\n\n{md_table(secondary)}\n\n"
@@ -177,7 +222,10 @@ def write_results(cells: list, stem: Path, command: str, budget: dict, walls: di
         f"Budget (students; `precision` is theirs): {json.dumps(budget)}; "
         f"study wall times (s): {json.dumps({k: round(v) for k, v in walls.items()})}; "
         f"this invocation: {total:.0f}s.\n"
-        + (f"\nTeacher banks, by the precision they were trained in: {banks_text(banks)}.\n" if banks else ""))
+        + (f"\nTeacher banks, by the precision they were trained in: {banks_text(banks)}.\n" if banks else "")
+        + "".join(f"\nPooled studies of `{key}` (same design and budget, other seeds): "
+                  f"{', '.join(f'`{name}`' for name in names)}.\n"
+                  for key, names in (studies or {}).items() if len(names) > 1))
     return md_path, json_path
 
 
@@ -235,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="passed to every study, e.g. --set 'seed=[0,1]' for two student seeds")
     p.add_argument("--study", action="append", default=[], metavar="SPACE=DIR",
                    help="analyse this existing study directory for SPACE instead of running it")
+    p.add_argument("--pool", action="append", default=[], metavar="SPACE=DIR",
+                   help="pool the finished study DIR (same design and budget, other seeds) with SPACE's")
     p.add_argument("--bank-dir", default=None, help="teacher banks (default: OUTPUT_DIR/teachers)")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap replicates per cell")
     p.add_argument("--data-root", default="data")
@@ -243,18 +293,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default="docs", help="where results/ goes")
     args = p.parse_args(argv)
     args.existing = dict(item.split("=", 1) for item in args.study)
+    pools = pooled_studies(args.pool, args.datasets)
     args.budget_name = "quick" if args.quick else "full"
     budget = dict(BUDGETS[args.budget_name])
     if args.teacher_steps:
         budget["teacher_steps"] = args.teacher_steps
         args.budget_name += f"-{args.teacher_steps}"
     started = time.time()
-    dirs: dict[str, dict[str, Path]] = {}
+    dirs: dict[str, dict[str, Path | list[Path]]] = {}
     walls: dict[str, float] = {}
     for dataset in args.datasets:
         dirs[dataset] = {}
         for space in args.spaces or FINDING_SPACES + (CONTROL_SPACES if args.controls else []):
-            dirs[dataset][space], walls[f"{space}/{dataset}"] = run_space(space, dataset, budget, args)
+            study_dir, walls[f"{space}/{dataset}"] = run_space(space, dataset, budget, args)
+            extra = pools.pop((space, dataset), [])
+            dirs[dataset][space] = pool(study_dir, extra)
+            for other in extra:  # the pooled studies' compute is part of what the results cost
+                walls[f"{space}/{dataset}+{other.name}"] = float(
+                    json.loads((other / "study.json").read_text()).get("wall_seconds", 0))
+    if pools:
+        raise SystemExit("reproduce: --pool names a study of a space this command does not run: "
+                         + ", ".join(f"{space} on {dataset}" for space, dataset in pools))
     cells = findings.analyse(dirs, n_boot=args.n_boot, only_given=bool(args.spaces),
                              controls=args.controls or findings.CONTROL_SPACE in (args.spaces or []))
     total = time.time() - started
@@ -264,14 +323,19 @@ def main(argv: list[str] | None = None) -> int:
         (" --controls" if args.controls else "") + \
         (f" --spaces {' '.join(args.spaces)}" if args.spaces else "") + \
         "".join(f" --set '{item}'" for item in args.set or []) + \
-        "".join(f" --study {item}" for item in args.study)
+        "".join(f" --study {item}" for item in args.study) + \
+        "".join(f" --pool {item}" for item in args.pool)
     table = findings.verdict_table(cells)
     print(table[table["metric"] == PRIMARY].to_string(index=False))
     stem = results_stem(args.docs, args.budget_name, args.datasets, args.spaces, args.set)
-    banks = {key: bank for spaces in dirs.values() for study_dir in spaces.values()
-             for key, bank in teacher_banks(study_dir).items()}
+    if args.pool:  # never overwrites the unpooled run's file
+        stem = stem.with_name(stem.name + "-pooled")
+    banks = {key: bank for spaces in dirs.values() for study_dirs in spaces.values()
+             for study_dir in findings.as_dirs(study_dirs) for key, bank in teacher_banks(study_dir).items()}
+    studies = {f"{space}/{dataset}": [d.name for d in findings.as_dirs(study_dirs)]
+               for dataset, spaces in dirs.items() for space, study_dirs in spaces.items()}
     md_path, json_path = write_results(cells, stem, command, budget, walls, total, banks,
-                                       arms_sections(dirs, args.n_boot))
+                                       arms_sections(dirs, args.n_boot), studies)
     print(f"wrote {md_path}, {json_path} and {write_index(stem.parent)}")
     return 0
 

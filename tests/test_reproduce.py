@@ -388,6 +388,10 @@ def test_arms_table_reads_each_arms_teachers_from_their_banks(tmp_path):
     assert frame.loc["cnn", "teacher_translated_acc"] == pytest.approx(0.55)
     assert np.isnan(frame.loc["no KD", "teacher_clean_acc"])
     assert "| 0.930 / 0.550 |" in reports.arms_markdown(frame.reset_index())
+    # a mean over teachers, not over trials: a teacher seed with more students does not weigh more
+    unbalanced = table[~((table["teacher_seed"] == 1) & (table["seed"] > 0))]
+    assert reports.teacher_accuracies(unbalanced[unbalanced["arm"] == "cnn"], study)["teacher_clean_acc"] == \
+        pytest.approx(0.93)
     (study / "study.json").write_text(json.dumps({"plan": {"teacher_banks": str(tmp_path / "gone"), "dataset": "mnist"}}))
     assert "teacher_clean_acc" not in reports.arm_effects(table, study, n_boot=N_BOOT)
 
@@ -402,3 +406,77 @@ def test_a_cell_with_one_run_per_arm_says_its_interval_is_image_noise_only(tmp_p
                                                                       "test": 0.40}])
     [cell] = analyse_study(three, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
     assert cell.effect.n_units == 3 and cell.note == ""
+
+
+def seed_split_studies(root: Path, plan_b: dict | None = None) -> tuple[Path, Path, Path]:
+    """The kd_types design run twice, seed 0 (study ``a``) then seeds 1 and 2 (study ``b``), and the
+    same trials in one study (``all``): what pooling ``a`` with ``b`` must be equivalent to."""
+    configs = [{**BASE, "test": 0.30}, {"variant": "normal_kd", "teacher_step": 50, "test": 0.36}]
+    a, b = write_study(root, "a", configs, seeds=(0,)), write_study(root, "b", configs, seeds=(1, 2))
+    plan = {"space": "kd_types", "dataset": "mnist", "train_subset": "all", "max_epochs": 10, "teacher_steps": 2500}
+    (a / "study.json").write_text(json.dumps({"status": "finished", "wall_seconds": 100, "plan": plan}))
+    (b / "study.json").write_text(json.dumps({"status": "finished", "wall_seconds": 200,
+                                              "plan": {**plan, **(plan_b or {})}}))
+    whole = root / "all"
+    (whole / "reports").mkdir(parents=True)
+    pd.concat([pd.read_csv(d / "reports" / "trials.csv") for d in (a, b)]).to_csv(
+        whole / "reports" / "trials.csv", index=False)
+    (whole / "predictions").mkdir()
+    for d in (a, b):
+        for path in (d / "predictions").glob("*.npz"):
+            (whole / "predictions" / path.name).write_bytes(path.read_bytes())
+    return a, b, whole
+
+
+def test_pooled_studies_are_analysed_as_one_study_with_all_their_seeds(tmp_path):
+    """Seeds added later (--pool) give exactly the cell that one study with every seed gives."""
+    a, b, whole = seed_split_studies(tmp_path)
+    kd_vs_none = next(f for f in findings.POSTER if f.space == "kd_types")
+    [pooled] = analyse_study([a, b], [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    [single] = analyse_study(whole, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    [seed_0] = analyse_study(a, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    assert pooled.effect.n_units == 3 and seed_0.effect.n_units == 1
+    assert vars(pooled.effect) == vars(single.effect)
+    assert pooled.effect.estimate == pytest.approx(0.06, abs=0.03)
+
+
+def test_studies_of_another_design_are_not_pooled(tmp_path):
+    a, b, _ = seed_split_studies(tmp_path, plan_b={"max_epochs": 3})
+    kd_vs_none = next(f for f in findings.POSTER if f.space == "kd_types")
+    [cell] = analyse_study([a, b], [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    assert cell.verdict == "" and cell.effect is None
+    assert "cannot pool b with a: they differ in max_epochs (3 vs 10)" in cell.note
+    with pytest.raises(SystemExit, match="cannot pool b with a"):
+        reproduce.pool(a, [b])
+
+
+def test_cli_pools_a_finished_study_into_the_one_it_runs(tmp_path, monkeypatch):
+    """``--pool kd_types=A`` adds A's seeds to the kd_types study of the command: the result file
+    (``-pooled``, never the unpooled run's name) has every seed, names both studies and counts
+    both studies' compute; a --pool that is not a finished study of that space is one line."""
+    a, b, _ = seed_split_studies(tmp_path)
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda *a, **k: pytest.fail("a finished study was re-run"))
+    docs = tmp_path / "docs"
+    common = ["--spaces", "kd_types", "--docs", str(docs), "--n-boot", str(N_BOOT), "--output-dir", str(tmp_path)]
+    assert reproduce.main([*common, "--study", f"kd_types={b}", "--pool", f"kd_types={a}"]) == 0
+    text = (docs / "results" / "full-mnist-kd_types-pooled.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 1. KD makes"))
+    assert row.rstrip(" |").endswith(f"1x3x{N_IMAGES}")
+    assert "Pooled studies of `kd_types/mnist` (same design and budget, other seeds): `b`, `a`." in text
+    saved = json.loads((docs / "results" / "full-mnist-kd_types-pooled.json").read_text())
+    assert saved["studies"] == {"kd_types/mnist": ["b", "a"]}
+    assert saved["study_seconds"] == {"kd_types/mnist": 200, "kd_types/mnist+a": 100}
+    assert f"--pool kd_types={a}" in saved["command"]
+    assert not (docs / "results" / "full-mnist-kd_types.md").exists()
+
+    (tmp_path / "running").mkdir()
+    (tmp_path / "running" / "study.json").write_text(json.dumps(
+        {"status": "running", "plan": {"space": "kd_types", "dataset": "mnist"}}))
+    for pool, message in ((f"kd_types={tmp_path / 'nowhere'}", "no study at"),
+                          (f"alpha_sweep={a}", "that study ran space 'kd_types', not 'alpha_sweep'"),
+                          (f"kd_types={tmp_path / 'running'}", "is 'running', not finished; resume it first"),
+                          ("kd_types", "--pool wants SPACE=DIR")):
+        with pytest.raises(SystemExit, match=message):
+            reproduce.main([*common, "--study", f"kd_types={b}", "--pool", pool])
+    with pytest.raises(SystemExit, match="names a study of a space this command does not run: kd_types on mnist"):
+        reproduce.main([*common[:1], "alpha_sweep", *common[2:], "--study", f"alpha_sweep={b}", "--pool", f"kd_types={a}"])
