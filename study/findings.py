@@ -190,12 +190,18 @@ def as_dirs(study_dirs: Path | str | Sequence[Path | str]) -> list[Path]:
     return [Path(d) for d in study_dirs]
 
 
-def study_plan(study_dir: Path) -> dict[str, Any]:
-    """The plan a study recorded in its ``study.json`` (empty when it has none)."""
+def study_state(study_dir: Path | str) -> dict[str, Any]:
+    """A study's ``study.json`` (its plan, status, wall times, banks); raises ``OSError`` or
+    ``ValueError`` when there is none or it cannot be read."""
     import json
 
+    return json.loads((Path(study_dir) / "study.json").read_text())
+
+
+def study_plan(study_dir: Path) -> dict[str, Any]:
+    """The plan a study recorded in its ``study.json`` (empty when it has none)."""
     try:
-        return json.loads((Path(study_dir) / "study.json").read_text()).get("plan") or {}
+        return study_state(study_dir).get("plan") or {}
     except (OSError, ValueError):
         return {}
 

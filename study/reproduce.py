@@ -74,7 +74,7 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
     study_dir = Path(args.output_dir) / "studies" / name
     if space in args.existing:  # --study SPACE=DIR: analyse a study that already ran
         study_dir = Path(args.existing[space])
-        state = json.loads((study_dir / "study.json").read_text())
+        state = findings.study_state(study_dir)
         print(f"[reproduce] {space}: using {study_dir} (status {state.get('status')})", flush=True)
         return study_dir, float(state.get("wall_seconds", 0))
     cmd = [sys.executable, "-m", "run_study", "--space", space, "--dataset", dataset, "--study-name", name,
@@ -88,11 +88,11 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
         cmd += ["--bank-dir", args.bank_dir]
     if args.no_download:
         cmd.append("--no-download")
-    state = study_dir / "study.json"
-    if state.is_file():
-        if json.loads(state.read_text()).get("status") == "finished":
+    if (study_dir / "study.json").is_file():
+        state = findings.study_state(study_dir)
+        if state.get("status") == "finished":
             print(f"[reproduce] {name}: finished earlier, reused", flush=True)
-            return study_dir, float(json.loads(state.read_text()).get("wall_seconds", 0))
+            return study_dir, float(state.get("wall_seconds", 0))
         cmd.append("--resume")
     print(f"[reproduce] {' '.join(cmd)}", flush=True)
     started = time.time()
@@ -109,7 +109,7 @@ def teacher_banks(study_dir: Path) -> dict[str, dict]:
     """Each teacher bank a study used, with the precision it was trained in and its last step:
     ``study.json``'s record, else the banks' own manifests (studies from before it recorded them).
     The budget's ``precision`` is the students'; an existing bank keeps its own."""
-    state = json.loads((study_dir / "study.json").read_text())
+    state = findings.study_state(study_dir)
     if state.get("teachers"):
         return state["teachers"]
     plan = state.get("plan") or {}
@@ -132,7 +132,7 @@ def pooled_studies(items: list[str], datasets: list[str]) -> dict[tuple[str, str
             raise SystemExit(f"reproduce: --pool wants SPACE=DIR, got {item!r}")
         study_dir = Path(folder)
         try:
-            state = json.loads((study_dir / "study.json").read_text())
+            state = findings.study_state(study_dir)
         except (OSError, ValueError):
             raise SystemExit(f"reproduce: --pool {item}: no study at {study_dir} (no readable study.json)") from None
         plan = state.get("plan") or {}
@@ -309,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = pools.pop((space, dataset), [])
             dirs[dataset][space] = pool(study_dir, extra)
             for other in extra:  # the pooled studies' compute is part of what the results cost
-                walls[f"{space}/{dataset}+{other.name}"] = float(
-                    json.loads((other / "study.json").read_text()).get("wall_seconds", 0))
+                walls[f"{space}/{dataset}+{other.name}"] = float(findings.study_state(other).get("wall_seconds", 0))
     if pools:
         raise SystemExit("reproduce: --pool names a study of a space this command does not run: "
                          + ", ".join(f"{space} on {dataset}" for space, dataset in pools))
