@@ -181,6 +181,20 @@ def control_findings(table: pd.DataFrame, space: str = CONTROL_SPACE) -> list[Fi
 #: test images are the same is checked per cell, by :func:`study.stats.paired_effect`.)
 POOL_KEYS = ("space", "dataset", "train_subset", "max_epochs", "teacher_steps", "teacher_snapshots_used", "fixed",
              "searched")
+#: The design's seed axes: pooled studies may differ in these alone, whether a study searched them,
+#: fixed them or left them at their defaults (a study of teacher seeds 1 and 2 pools with one of
+#: teacher seed 0, which never named the key).
+SEED_KEYS = ("seed", "teacher_seed")
+
+
+def _design(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan's :data:`POOL_KEYS`, with the seed axes taken out of ``fixed`` and ``searched``."""
+    design = {k: plan[k] for k in POOL_KEYS if k in plan}
+    if isinstance(design.get("fixed"), Mapping):
+        design["fixed"] = {k: v for k, v in design["fixed"].items() if k not in SEED_KEYS}
+    if isinstance(design.get("searched"), (list, tuple)):
+        design["searched"] = sorted(k for k in design["searched"] if k not in SEED_KEYS)
+    return design
 
 
 def as_dirs(study_dirs: Path | str | Sequence[Path | str]) -> list[Path]:
@@ -208,11 +222,12 @@ def study_plan(study_dir: Path) -> dict[str, Any]:
 
 def check_poolable(study_dirs: Sequence[Path]) -> None:
     """Raise :class:`Skip` unless every study ran the same design and budget as the first
-    (:data:`POOL_KEYS`): pooled studies may differ in their seeds only."""
+    (:data:`POOL_KEYS`): pooled studies may differ in their seeds only (student and teacher
+    seeds, :data:`SEED_KEYS`)."""
     first, *others = [Path(d) for d in study_dirs]
-    reference = study_plan(first)
+    reference = _design(study_plan(first))
     for other in others:
-        plan = study_plan(other)
+        plan = _design(study_plan(other))
         differ = [k for k in POOL_KEYS if k in reference and k in plan and reference[k] != plan[k]]
         if differ:
             raise Skip(f"cannot pool {other.name} with {first.name}: they differ in "
@@ -333,8 +348,10 @@ class Predictions:
         """The arm's units and how many replicate trials were left out.
 
         Two trials of one configuration and one (teacher seed, student seed) are replicates of
-        one unit (a grid that lists a configuration twice): the first by trial id is kept, so a
-        unit is never counted twice, and the count is reported with the cell.
+        one unit (a grid that lists a configuration twice, or pooled studies that both trained
+        it: the no-KD student of seed 0 in a teacher-seed-0 study and in a study of teacher seeds
+        1 and 2): the first by trial id is kept, so a unit is never counted twice, and the count
+        is reported with the cell.
         """
         arm: dict[Unit, PerImage] = {}
         dropped = 0

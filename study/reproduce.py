@@ -16,7 +16,8 @@ and docs/results/index.md; docs/RESULTS.md is the hand-written page that discuss
 
 Seeds can be added later without re-running the ones that ran: ``--set 'seed=[1,2]' --pool
 SPACE=DIR`` pools the trials of the finished study DIR (say, the ``seed=[0]`` run) with the ones
-this command runs, once their plans show the same design and budget.
+this command runs, once their plans show the same design and budget; teacher seeds the same way
+(``--set 'seed=[0]' --set 'teacher_seed=[1,2]' --pool SPACE=DIR``).
 """
 from __future__ import annotations
 

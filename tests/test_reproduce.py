@@ -37,13 +37,14 @@ def per_image(p: float, rng: np.random.Generator, n: int = N_IMAGES) -> PerImage
 
 def write_study(root: Path, name: str, configs: list[dict], seeds=(0, 1, 2), teacher_seeds=(None,)) -> Path:
     """One trial per config x seed; ``test`` and ``val`` are the probabilities behind the test
-    predictions and the ``val_translated_acc`` column (so the two can be made to disagree)."""
+    predictions and the ``val_translated_acc`` column (so the two can be made to disagree); a
+    config's own ``teacher_seeds`` replace the study's."""
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     rows = []
     for i, config in enumerate(configs):
         config = dict(config)
         p_test, p_val = config.pop("test"), config.pop("val", None)
-        for t in teacher_seeds:
+        for t in config.pop("teacher_seeds", teacher_seeds):
             for s in seeds:
                 trial = f"{name}-{i}-{t}-{s}"
                 row = {**ROW, "trial_id": trial, "seed": s, **config,
@@ -447,6 +448,42 @@ def test_studies_of_another_design_are_not_pooled(tmp_path):
     assert cell.verdict == "" and cell.effect is None
     assert "cannot pool b with a: they differ in max_epochs (3 vs 10)" in cell.note
     with pytest.raises(SystemExit, match="cannot pool b with a"):
+        reproduce.pool(a, [b])
+
+
+def test_teacher_seeds_added_later_are_pooled_with_the_student_seeds_of_the_first_teacher(tmp_path):
+    """A study of teacher seeds 1 and 2 (student seed 0, ``teacher_seed`` searched) pools with the
+    teacher-seed-0 study that never named the key: the cell has 3 teacher seeds and 5 KD units,
+    the no-KD student of seed 0, which both studies trained, counts once (and the cell says so),
+    and the cell is the one a single study holding every trial gives."""
+    configs = [{**BASE, "test": 0.30}, {"variant": "normal_kd", "teacher_step": 50, "test": 0.36}]
+    a = write_study(tmp_path, "a", configs, seeds=(0, 1, 2))
+    b = write_study(tmp_path, "b", [configs[0], {**configs[1], "teacher_seeds": (1, 2)}], seeds=(0,))
+    plan = {"space": "kd_types", "dataset": "mnist", "train_subset": "all", "max_epochs": 10, "teacher_steps": 2500,
+            "fixed": {"student": "mlp_1", "teachers": "cnn_1", "alpha": 0.5}, "searched": ["seed", "teacher_step"]}
+    (a / "study.json").write_text(json.dumps({"status": "finished", "plan": plan}))
+    (b / "study.json").write_text(json.dumps({"status": "finished", "plan": {
+        **plan, "searched": ["seed", "teacher_seed", "teacher_step"]}}))
+    whole = tmp_path / "all"
+    (whole / "predictions").mkdir(parents=True)
+    (whole / "reports").mkdir()
+    pd.concat([pd.read_csv(d / "reports" / "trials.csv") for d in (a, b)]).to_csv(
+        whole / "reports" / "trials.csv", index=False)
+    for d in (a, b):
+        for path in (d / "predictions").glob("*.npz"):
+            (whole / "predictions" / path.name).write_bytes(path.read_bytes())
+
+    kd_vs_none = next(f for f in findings.POSTER if f.space == "kd_types")
+    [pooled] = analyse_study([a, b], [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    [single] = analyse_study(whole, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
+    assert (pooled.effect.n_teacher_seeds, pooled.effect.n_student_seeds, pooled.effect.n_units) == (3, 3, 5)
+    assert pooled.note == "1 replicate trial(s) of a unit left out"
+    assert vars(pooled.effect) == vars(single.effect)
+    assert pooled.effect.estimate == pytest.approx(0.06, abs=0.03)
+
+    (b / "study.json").write_text(json.dumps({"status": "finished", "plan": {
+        **plan, "searched": ["seed", "teacher_seed", "teacher_step"], "fixed": {**plan["fixed"], "alpha": 0.9}}}))
+    with pytest.raises(SystemExit, match="cannot pool b with a: they differ in fixed"):
         reproduce.pool(a, [b])
 
 
