@@ -32,7 +32,7 @@ import pandas as pd
 
 from study import findings
 from study.findings import PRIMARY, SECONDARY, SELECT_ON
-from study.teachers import bank_record
+from study.teachers import TeacherBank, TeacherSpec, bank_record
 
 #: ``full`` trains students to convergence on the whole training split (at most 10 epochs, stopped
 #: after 2 without a gain in validation clean accuracy) and tests on all 10,000 test images, in fp32
@@ -116,9 +116,9 @@ def teacher_banks(study_dir: Path) -> dict[str, dict]:
     plan = state.get("plan") or {}
     banks = {}
     for key in plan.get("teachers", []):
-        manifest = Path(plan.get("teacher_banks", "")) / key / "manifest.json"
-        if manifest.is_file():
-            banks[key] = bank_record(json.loads(manifest.read_text()))
+        bank = TeacherBank(plan.get("teacher_banks", ""), TeacherSpec.from_key(key))
+        if bank.manifest_path.is_file():
+            banks[key] = bank_record(bank.manifest())
     return banks
 
 

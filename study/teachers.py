@@ -98,6 +98,19 @@ class TeacherSpec:
         ls = f"-ls{self.label_smoothing:g}" if self.label_smoothing else ""
         return f"{self.dataset}/{self.arch}{ls}/seed-{self.seed}"
 
+    @classmethod
+    def from_key(cls, key: str) -> "TeacherSpec":
+        """The spec whose :attr:`key` is ``key`` (``mnist/cnn_2-ls0.1/seed-1``): studies record
+        their banks by key, and reading one back goes through :class:`TeacherBank`."""
+        try:
+            dataset, name, seed = key.split("/")
+            arch, _, smoothing = name.partition("-ls")
+            if not seed.startswith("seed-") or not dataset or not arch:
+                raise ValueError
+            return cls(dataset, arch, int(seed.removeprefix("seed-")), float(smoothing) if smoothing else 0.0)
+        except ValueError:
+            raise ValueError(f"not a teacher-bank key (dataset/arch[-lsX]/seed-N): {key!r}") from None
+
 
 def bank_record(manifest: dict) -> dict:
     """What a study and a result file record of a bank: the precision it was trained in (banks from

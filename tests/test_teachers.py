@@ -101,6 +101,16 @@ def test_label_smoothed_teacher_is_a_separate_bank(tmp_path):
     assert plain.dir != smooth.dir and "ls0.1" in str(smooth.dir)
 
 
+def test_a_bank_key_reads_back_as_its_spec():
+    """Studies record banks by key; reading one back must give the spec that wrote it."""
+    for spec in (TeacherSpec("mnist", "cnn_1"), TeacherSpec("fashion_mnist", "cnn_2", 2, 0.1),
+                 TeacherSpec("cifar10", "inn_1", 1)):
+        assert TeacherSpec.from_key(spec.key) == spec
+    for bad in ("mnist/cnn_1", "mnist/cnn_1/2", "mnist/cnn_1-lsx/seed-0", "/cnn_1/seed-0"):
+        with pytest.raises(ValueError, match="not a teacher-bank key"):
+            TeacherSpec.from_key(bad)
+
+
 # ----------------------------------------------------------------------------- format and locking
 
 def test_bank_without_a_format_is_upgraded_not_misread(bank, mnist, monkeypatch):
