@@ -201,7 +201,9 @@ carries the verdicts, with Holm's correction over all its cells in this file: *r
 corrected test rejects no difference in the claimed direction, *contradicted* when it rejects it the
 other way, otherwise *inconclusive* (read the MDE: the effect the cell had 80% power to detect at
 alpha 0.05 before correction). Secondary metrics ({", ".join(f"`{m}`" for m in SECONDARY)}) have their
-own Holm family each and no verdicts. n is teacher seeds x student seeds x test images."""
+own Holm family each and no verdicts. n is teacher seeds x student seeds x test images, with the
+number of paired runs when the seeds are not a full grid (more student seeds for one teacher seed):
+every run weighs the same, in the estimate and in the bootstrap."""
 
 
 def write_results(cells: list, stem: Path, command: str, budget: dict, walls: dict[str, float],

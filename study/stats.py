@@ -91,8 +91,12 @@ class Effect:
 
     @property
     def n(self) -> str:
-        """``teacher seeds x student seeds x images``."""
-        return f"{self.n_teacher_seeds}x{self.n_student_seeds}x{self.n_images}"
+        """``teacher seeds x student seeds x images``, plus the number of paired runs when the
+        design is not a full grid (studies pooled with other student seeds per teacher seed):
+        ``3x3x10000 (5 runs)``."""
+        text = f"{self.n_teacher_seeds}x{self.n_student_seeds}x{self.n_images}"
+        grid = max(self.n_teacher_seeds, 1) * self.n_student_seeds
+        return text if self.n_units == grid else f"{text} ({self.n_units} runs)"
 
 
 def format_p(p: float) -> str:

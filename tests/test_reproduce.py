@@ -477,6 +477,7 @@ def test_teacher_seeds_added_later_are_pooled_with_the_student_seeds_of_the_firs
     [pooled] = analyse_study([a, b], [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
     [single] = analyse_study(whole, [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
     assert (pooled.effect.n_teacher_seeds, pooled.effect.n_student_seeds, pooled.effect.n_units) == (3, 3, 5)
+    assert pooled.effect.n == f"3x3x{N_IMAGES} (5 runs)"  # not a 3 x 3 grid of runs
     assert pooled.note == "1 replicate trial(s) of a unit left out"
     assert vars(pooled.effect) == vars(single.effect)
     assert pooled.effect.estimate == pytest.approx(0.06, abs=0.03)
