@@ -418,15 +418,19 @@ def seed_split_studies(root: Path, plan_b: dict | None = None) -> tuple[Path, Pa
     (a / "study.json").write_text(json.dumps({"status": "finished", "wall_seconds": 100, "plan": plan}))
     (b / "study.json").write_text(json.dumps({"status": "finished", "wall_seconds": 200,
                                               "plan": {**plan, **(plan_b or {})}}))
-    whole = root / "all"
+    return a, b, merged_study(root / "all", [a, b])
+
+
+def merged_study(whole: Path, parts: list[Path]) -> Path:
+    """One study holding every trial and per-image result of ``parts``: what pooling them must equal."""
     (whole / "reports").mkdir(parents=True)
-    pd.concat([pd.read_csv(d / "reports" / "trials.csv") for d in (a, b)]).to_csv(
+    pd.concat([pd.read_csv(d / "reports" / "trials.csv") for d in parts]).to_csv(
         whole / "reports" / "trials.csv", index=False)
     (whole / "predictions").mkdir()
-    for d in (a, b):
+    for d in parts:
         for path in (d / "predictions").glob("*.npz"):
             (whole / "predictions" / path.name).write_bytes(path.read_bytes())
-    return a, b, whole
+    return whole
 
 
 def test_pooled_studies_are_analysed_as_one_study_with_all_their_seeds(tmp_path):
@@ -464,14 +468,7 @@ def test_teacher_seeds_added_later_are_pooled_with_the_student_seeds_of_the_firs
     (a / "study.json").write_text(json.dumps({"status": "finished", "plan": plan}))
     (b / "study.json").write_text(json.dumps({"status": "finished", "plan": {
         **plan, "searched": ["seed", "teacher_seed", "teacher_step"]}}))
-    whole = tmp_path / "all"
-    (whole / "predictions").mkdir(parents=True)
-    (whole / "reports").mkdir()
-    pd.concat([pd.read_csv(d / "reports" / "trials.csv") for d in (a, b)]).to_csv(
-        whole / "reports" / "trials.csv", index=False)
-    for d in (a, b):
-        for path in (d / "predictions").glob("*.npz"):
-            (whole / "predictions" / path.name).write_bytes(path.read_bytes())
+    whole = merged_study(tmp_path / "all", [a, b])
 
     kd_vs_none = next(f for f in findings.POSTER if f.space == "kd_types")
     [pooled] = analyse_study([a, b], [kd_vs_none], "mnist", metrics=[PRIMARY], n_boot=N_BOOT)
