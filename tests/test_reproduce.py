@@ -8,6 +8,7 @@ test set (the leak test builds a study whose validation and test rankings disagr
 from __future__ import annotations
 
 import json
+import zlib
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def write_study(root: Path, name: str, configs: list[dict], seeds=(0, 1, 2), tea
     """One trial per config x seed; ``test`` and ``val`` are the probabilities behind the test
     predictions and the ``val_translated_acc`` column (so the two can be made to disagree); a
     config's own ``teacher_seeds`` replace the study's."""
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # hash() of a str changes per process
     rows = []
     for i, config in enumerate(configs):
         config = dict(config)
