@@ -8,6 +8,7 @@ of the best trials against the no-KD baseline) are plotly express on the table.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -333,6 +334,68 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_means(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per configuration of a study without named arms (a finding's space): the trials
+    grouped by the searched parameters ``keys`` (seeds aside), with :func:`arm_means` and each
+    teacher seed's mean test translated accuracy (``by_teacher_seed``), so that a result file
+    shows where an effect comes from (one teacher, or all of them). A (configuration, teacher
+    seed, student seed) that pooled studies both trained counts once, as in the paired analysis.
+    The no-KD students are one row whatever their (absent) teacher parameters."""
+    done = table[table.get("state", pd.Series("completed", index=table.index)) == "completed"]
+    keys = [k for k in keys if k in done]
+    if done.empty or not keys:
+        return pd.DataFrame()
+    done = done.copy()
+    no_kd = done.get("variant", pd.Series("", index=done.index)) == "no_kd"
+    label = pd.Series("no KD", index=done.index, dtype=object)
+    label[~no_kd] = done.loc[~no_kd, keys].apply(
+        lambda r: ", ".join(f"{k}={_short_value(r[k])}" for k in keys if pd.notna(r[k])), axis=1)
+    done["config"] = label
+    units = [c for c in ("config", "teacher_seed", "seed") if c in done]
+    done = done.drop_duplicates(subset=units)
+    rows = []
+    for config, trials in done.groupby("config", sort=False):
+        row = {"config": config, **{k: trials[k].iloc[0] for k in keys}, **arm_means(trials)}
+        if "teacher_seed" in trials and trials["teacher_seed"].notna().any():
+            row["by_teacher_seed"] = {int(s): float(m) for s, m in
+                                      trials.groupby("teacher_seed")["test_translated_acc"].mean().items()}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    kd = frame["config"] != "no KD"  # no KD first, then the configurations by their values (250 before 1000)
+    return pd.concat([frame[~kd], frame[kd].sort_values(keys)], ignore_index=True).drop(columns=keys)
+
+
+def _short_value(value: Any) -> str:
+    """A parameter value as a label: ``250`` not ``250.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def config_means_markdown(frame: pd.DataFrame) -> str:
+    """:func:`config_means` as Markdown."""
+    lines = ["| configuration | runs | epochs | test clean | test translated | by teacher seed | small shift "
+             "| translated / clean | student-seed std |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in frame.to_dict("records"):
+        translated = _number(r.get("test_translated_acc", float("nan")))
+        if pd.notna(r.get("teacher_seed_std", float("nan"))):
+            translated += f" ± {r['teacher_seed_std']:.4f}"
+        seeds = r.get("by_teacher_seed")
+        by_seed = " · ".join(f"{s}: {m:.4f}" for s, m in seeds.items()) if isinstance(seeds, dict) else ""
+        lines.append(f"| {r['config']} | {r['trials']} | {_number(r.get('epochs_done', float('nan')), '.1f')} "
+                     f"| {_number(r.get('test_clean_acc', float('nan')))} | {translated} | {by_seed} "
+                     f"| {_number(r.get('test_small_shift_acc', float('nan')))} "
+                     f"| {_number(r.get('test_translated_over_clean', float('nan')))} "
+                     f"| {_number(r.get('student_seed_std', float('nan')))} |")
+    lines.append("")
+    lines.append("Means over the configuration's runs (each run weighs the same); by teacher seed: the mean test "
+                 "translated accuracy of each teacher seed's students; ± is the std across teacher seeds of those "
+                 "means; the student-seed std is averaged within teacher seeds. Descriptive: effects with their "
+                 "intervals come from the paired analysis (scripts/reproduce.py).")
+    return "\n".join(lines) + "\n"
+
+
 def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any]:
     """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
     (with paired confidence intervals when ``study_dir/predictions`` holds the trials' per-image results)."""
@@ -397,22 +460,35 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m study.reports STUDY_DIR [--versus ARM]``: a finished study's arms table again,
-    against its no-KD baselines or against one of its arms, from its trials table and predictions."""
+    """``python -m study.reports STUDY_DIR [STUDY_DIR ...] [--versus ARM]``: a finished study's arms
+    table again (several directories: pooled studies of one design), against its no-KD baselines or
+    against one of its arms; for a study without arms (a finding's), its configurations by teacher seed."""
     import argparse
 
-    from .findings import load_trials
+    from .findings import SEED_KEYS, Skip, load_trials, study_plan
 
     p = argparse.ArgumentParser(prog="python -m study.reports", description=main.__doc__.split("\n")[0])
-    p.add_argument("study_dir", type=Path, help="studies/<study>: holds reports/trials.csv and predictions/")
+    p.add_argument("study_dir", type=Path, nargs="+",
+                   help="studies/<study>: holds reports/trials.csv and predictions/ (several: pooled)")
     p.add_argument("--versus", default=None, help="compare every arm with this arm instead of no KD")
     p.add_argument("--n-boot", type=int, default=10_000)
     args = p.parse_args(argv)
-    frame = arm_effects(load_trials(args.study_dir), args.study_dir, args.n_boot, args.versus)
-    if frame.empty:
-        print(f"{args.study_dir}: no arms (or no completed trials)")
+    dirs = args.study_dir if len(args.study_dir) > 1 else args.study_dir[0]
+    try:
+        table = load_trials(dirs)
+    except Skip as why:
+        print(f"python -m study.reports: {why}", file=sys.stderr)
+        return 2
+    frame = arm_effects(table, dirs, args.n_boot, args.versus)
+    if not frame.empty:
+        print(arms_markdown(frame, args.versus or "no KD"), end="")
+        return 0
+    searched = study_plan(args.study_dir[0]).get("searched") or []
+    means = config_means(table, [k for k in searched if k not in SEED_KEYS]) if args.versus is None else frame
+    if means.empty:
+        print(f"{args.study_dir[0]}: no arms or configurations (or no completed trials)")
         return 1
-    print(arms_markdown(frame, args.versus or "no KD"), end="")
+    print(config_means_markdown(means), end="")
     return 0
 
 

@@ -172,16 +172,24 @@ def banks_text(banks: dict[str, dict]) -> str:
 
 def arms_sections(dirs: dict[str, dict[str, Path | list[Path]]], n_boot: int) -> dict[str, str]:
     """For each study with arms (the control), its arms table (:func:`study.reports.arm_effects`:
-    means over seeds with their spreads, and each arm's paired effect against no KD), titled by
-    space and dataset, so that a result file holds every number a results page quotes."""
-    from study.reports import arm_effects, arms_markdown
+    means over seeds with their spreads, and each arm's paired effect against no KD); for each
+    finding's study, the means of its configurations by teacher seed
+    (:func:`study.reports.config_means`). Titled by space and dataset, so that a result file holds
+    every number a results page quotes."""
+    from study.reports import arm_effects, arms_markdown, config_means, config_means_markdown
 
     sections = {}
     for dataset, spaces in dirs.items():
         for space, study_dir in spaces.items():
-            frame = arm_effects(findings.load_trials(study_dir), study_dir, n_boot=n_boot)  # one or pooled
+            table = findings.load_trials(study_dir)  # one study or pooled ones
+            frame = arm_effects(table, study_dir, n_boot=n_boot)
             if not frame.empty:
                 sections[f"Arms of `{space}` on {dataset}"] = arms_markdown(frame)
+                continue
+            searched = findings.study_plan(findings.as_dirs(study_dir)[0]).get("searched") or []
+            means = config_means(table, [k for k in searched if k not in findings.SEED_KEYS])
+            if not means.empty:
+                sections[f"Configurations of `{space}` on {dataset}"] = config_means_markdown(means)
     return sections
 
 

@@ -516,3 +516,44 @@ def test_cli_pools_a_finished_study_into_the_one_it_runs(tmp_path, monkeypatch):
             reproduce.main([*common, "--study", f"kd_types={b}", "--pool", pool])
     with pytest.raises(SystemExit, match="names a study of a space this command does not run: kd_types on mnist"):
         reproduce.main([*common[:1], "alpha_sweep", *common[2:], "--study", f"alpha_sweep={b}", "--pool", f"kd_types={a}"])
+
+
+def test_a_finding_studys_configurations_are_tabled_by_teacher_seed(tmp_path, capsys):
+    """A finding's study has no named arms: its result file lists each configuration of the searched
+    parameters (seeds aside) with every teacher seed's mean, no KD first, steps in numeric order,
+    and a unit that pooled studies both trained counted once."""
+    from study.reports import config_means
+
+    nan = float("nan")
+    table = pd.DataFrame([
+        {"variant": "no_kd", "teacher_step": nan, "teacher_seed": None, "seed": s, "test_translated_acc": a}
+        for s, a in ((0, 0.28), (1, 0.30))] + [
+        {"variant": "normal_kd", "teacher_step": step, "teacher_seed": t, "seed": s, "test_translated_acc": a}
+        for step, t, s, a in ((1000, 0, 0, 0.31), (1000, 0, 1, 0.33), (250, 0, 0, 0.34), (250, 0, 1, 0.36),
+                              (250, 1, 0, 0.41), (250, 0, 0, 0.99))])  # the last: a replicate of a unit
+    frame = config_means(table.assign(state="completed"), ["teacher_step"])
+    assert frame["config"].tolist() == ["no KD", "teacher_step=250", "teacher_step=1000"]
+    assert frame["trials"].tolist() == [2, 3, 2]
+    step_250 = frame.iloc[1]
+    assert step_250["by_teacher_seed"] == {0: pytest.approx(0.35), 1: pytest.approx(0.41)}
+    assert step_250["test_translated_acc"] == pytest.approx((0.34 + 0.36 + 0.41) / 3)  # every run weighs the same
+    assert step_250["teacher_seed_std"] == pytest.approx(np.std([0.35, 0.41], ddof=1))
+    assert not isinstance(frame.iloc[0].get("by_teacher_seed"), dict)  # no KD has no teacher
+
+    configs = [{**BASE, "test": 0.30}, {"variant": "normal_kd", "teacher_step": 250, "test": 0.36},
+               {"variant": "normal_kd", "teacher_step": 1000, "test": 0.33}]
+    a = write_study(tmp_path, "a", configs, seeds=(0, 1, 2))
+    b = write_study(tmp_path, "b", [configs[0]] + [{**c, "teacher_seeds": (1, 2)} for c in configs[1:]], seeds=(0,))
+    plan = {"space": "snapshot_sweep", "dataset": "mnist", "searched": ["seed", "teacher_step"]}
+    (a / "study.json").write_text(json.dumps({"status": "finished", "plan": plan}))
+    (b / "study.json").write_text(json.dumps({"status": "finished", "plan": {
+        **plan, "searched": ["seed", "teacher_seed", "teacher_step"]}}))
+    [(title, text)] = reproduce.arms_sections({"mnist": {"snapshot_sweep": [a, b]}}, N_BOOT).items()
+    assert title == "Configurations of `snapshot_sweep` on mnist"
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| configuration")]
+    assert [(r[0], r[1]) for r in rows] == [("no KD", "3"), ("teacher_step=250", "5"), ("teacher_step=1000", "5")]
+    assert rows[1][5] == "0: 0.3600 · 1: 0.3600 · 2: 0.3600"
+    from study import reports  # the same table from the command line, for studies outside a reproduction
+    assert reports.main([str(a), str(b)]) == 0 and capsys.readouterr().out == text
+    assert reports.main([str(a), str(tmp_path / "missing")]) == 2  # one line, not a traceback
