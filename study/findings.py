@@ -220,6 +220,12 @@ def study_plan(study_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def searched_parameters(study_dirs: Path | Sequence[Path]) -> list[str]:
+    """The parameters a study searched (the first one's, when studies are pooled: they share the
+    design), seeds aside: what tells its configurations apart."""
+    return list(_design(study_plan(as_dirs(study_dirs)[0])).get("searched", []))
+
+
 def check_poolable(study_dirs: Sequence[Path]) -> None:
     """Raise :class:`Skip` unless every study ran the same design and budget as the first
     (:data:`POOL_KEYS`): pooled studies may differ in their seeds only (student and teacher

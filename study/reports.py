@@ -396,6 +396,24 @@ def config_means_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_section(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: int = 10_000,
+                  versus: str | None = None) -> tuple[str, str] | None:
+    """A study's table for a result file or the terminal, with its kind: ``("Arms", ...)`` for a
+    study with named arms (:func:`arm_effects`, against no KD or the arm ``versus``), else
+    ``("Configurations", ...)`` (:func:`config_means` over the searched parameters, seeds aside;
+    not when ``versus`` names an arm); None when there is neither."""
+    from .findings import searched_parameters
+
+    frame = arm_effects(table, study_dir, n_boot, versus)
+    if not frame.empty:
+        return "Arms", arms_markdown(frame, versus or "no KD")
+    if versus is None:
+        means = config_means(table, searched_parameters(study_dir))
+        if not means.empty:
+            return "Configurations", config_means_markdown(means)
+    return None
+
+
 def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any]:
     """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
     (with paired confidence intervals when ``study_dir/predictions`` holds the trials' per-image results)."""
@@ -465,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     against one of its arms; for a study without arms (a finding's), its configurations by teacher seed."""
     import argparse
 
-    from .findings import SEED_KEYS, Skip, load_trials, study_plan
+    from .findings import Skip, load_trials
 
     p = argparse.ArgumentParser(prog="python -m study.reports", description=main.__doc__.split("\n")[0])
     p.add_argument("study_dir", type=Path, nargs="+",
@@ -479,16 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     except Skip as why:
         print(f"python -m study.reports: {why}", file=sys.stderr)
         return 2
-    frame = arm_effects(table, dirs, args.n_boot, args.versus)
-    if not frame.empty:
-        print(arms_markdown(frame, args.versus or "no KD"), end="")
-        return 0
-    searched = study_plan(args.study_dir[0]).get("searched") or []
-    means = config_means(table, [k for k in searched if k not in SEED_KEYS]) if args.versus is None else frame
-    if means.empty:
+    section = study_section(table, dirs, args.n_boot, args.versus)
+    if section is None:
         print(f"{args.study_dir[0]}: no arms or configurations (or no completed trials)")
         return 1
-    print(config_means_markdown(means), end="")
+    print(section[1], end="")
     return 0
 
 

@@ -176,20 +176,15 @@ def arms_sections(dirs: dict[str, dict[str, Path | list[Path]]], n_boot: int) ->
     finding's study, the means of its configurations by teacher seed
     (:func:`study.reports.config_means`). Titled by space and dataset, so that a result file holds
     every number a results page quotes."""
-    from study.reports import arm_effects, arms_markdown, config_means, config_means_markdown
+    from study.reports import study_section
 
     sections = {}
     for dataset, spaces in dirs.items():
         for space, study_dir in spaces.items():
-            table = findings.load_trials(study_dir)  # one study or pooled ones
-            frame = arm_effects(table, study_dir, n_boot=n_boot)
-            if not frame.empty:
-                sections[f"Arms of `{space}` on {dataset}"] = arms_markdown(frame)
-                continue
-            searched = findings.study_plan(findings.as_dirs(study_dir)[0]).get("searched") or []
-            means = config_means(table, [k for k in searched if k not in findings.SEED_KEYS])
-            if not means.empty:
-                sections[f"Configurations of `{space}` on {dataset}"] = config_means_markdown(means)
+            section = study_section(findings.load_trials(study_dir), study_dir, n_boot)  # one study or pooled ones
+            if section is not None:
+                kind, text = section
+                sections[f"{kind} of `{space}` on {dataset}"] = text
     return sections
 
 
