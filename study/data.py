@@ -171,6 +171,32 @@ def stratified_indices(labels: torch.Tensor, fraction: float | None = None, coun
     return picked, torch.nonzero(mask).flatten()
 
 
+#: Seed of every evaluation subset (test, validation, teacher-snapshot scoring): fixed, so every
+#: trial and every study that asks for the same number of images scores the same images.
+EVAL_SEED = 0
+#: How evaluation subsets are drawn, as studies and bank manifests record it. Before this existed,
+#: a subset was a prefix of its split (``"prefix"``), which on a class-sorted dataset (an image
+#: folder read class by class, e.g. the offline CIFAR-10) held only the first classes.
+EVAL_SUBSET = "stratified"
+
+
+def evaluation_indices(labels: torch.Tensor, size: int | None = None, seed: int = EVAL_SEED) -> torch.Tensor:
+    """Positions (sorted) of ``size`` items of ``labels`` to evaluate on: a seeded, stratified sample,
+    so every class is in it in proportion whatever order the dataset is stored in; all of them when
+    ``size`` is None, 0 or at least ``len(labels)``.
+
+    Never a prefix: a dataset's order is not to be trusted (an image folder is read class by class).
+    The same ``labels``, ``size`` and ``seed`` give the same positions, so paired comparisons
+    across trials and studies hold.
+    """
+    n = len(labels)
+    if not size or size >= n:
+        return torch.arange(n)
+    if size < 0:
+        raise ValueError(f"an evaluation subset needs a positive size, got {size}")
+    return stratified_indices(labels, count=size, seed=seed)[0]
+
+
 @dataclass(frozen=True)
 class Split:
     """Indices into ``ImageData.train_*``: what a student trains on and what selects hyperparameters."""

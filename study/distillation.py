@@ -16,7 +16,7 @@ import torch
 from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
 
-from .data import ImageData, Shift, Split
+from .data import ImageData, Shift, Split, evaluation_indices
 from .evaluation import TranslationResult, translation_accuracy
 from .trainer import Callback, TrainConfig, Trainer, inference_model, seed_everything
 
@@ -117,16 +117,16 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
 def split_images(data: ImageData, split: Split, which: str, max_images: int | None = None) -> torch.Tensor:
     """Which images an evaluation of ``which`` uses: rows of ``data.train_x`` (val) or ``data.test_x`` (test).
 
-    A fixed prefix, so every trial of a study (and every study with the same budget) is
-    evaluated on the same images, which is what makes paired comparisons possible.
+    ``max_images`` of them, as a seeded, stratified sample of the split
+    (:func:`~study.data.evaluation_indices`), never a prefix: a class-sorted dataset would
+    otherwise be scored on its first classes. The sample is the same for every trial of a study
+    and every study with the same budget, which is what makes paired comparisons possible.
     """
     if which == "val":
-        indices = split.val
-    elif which == "test":
-        indices = torch.arange(len(data.test_y))
-    else:
-        raise ValueError(f"which must be 'val' or 'test', got {which!r}")
-    return indices[:max_images] if max_images is not None else indices
+        return split.val[evaluation_indices(data.train_y[split.val], max_images)]
+    if which == "test":
+        return evaluation_indices(data.test_y, max_images)
+    raise ValueError(f"which must be 'val' or 'test', got {which!r}")
 
 
 def evaluate_split(trainer: Trainer, data: ImageData, split: Split, which: str, shifts: Sequence[Shift],

@@ -204,8 +204,11 @@ def arm_means(trials: pd.DataFrame) -> dict[str, Any]:
 def teacher_accuracies(trials: pd.DataFrame, study_dir: Path | Sequence[Path]) -> dict[str, float]:
     """Mean clean and translated accuracy of the teacher snapshots an arm distilled from, over its
     teacher seeds, from the banks' manifests (each snapshot is scored there when it is saved, on
-    the bank's ``eval_images`` test images). Empty for no-KD rows, several teachers, or banks that
-    are not where the study's ``study.json`` says (the first study's, when studies are pooled)."""
+    the bank's ``eval_images`` test images). Empty for no-KD rows, several teachers, banks that
+    are not where the study's ``study.json`` says (the first study's, when studies are pooled), and
+    banks whose snapshots were scored on a prefix of the test set (before ``scoring`` was recorded;
+    on a class-sorted dataset that prefix is one class): a wrong number is worse than none, and the
+    next study that uses the bank rescores it."""
     from .findings import as_dirs, study_plan
     from .teachers import SnapshotError, TeacherBank, TeacherSpec
 
@@ -225,7 +228,10 @@ def teacher_accuracies(trials: pd.DataFrame, study_dir: Path | Sequence[Path]) -
     clean, translated = [], []
     for spec, step in snapshots:
         try:
-            record = TeacherBank(banks, spec).manifest()["snapshots"][str(step)]
+            bank = TeacherBank(banks, spec)
+            if not bank.scored_as_now():
+                return {}
+            record = bank.manifest()["snapshots"][str(step)]
         except (OSError, SnapshotError, KeyError):
             return {}
         clean.append(record["clean_acc"])

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from .data import load_dataset, train_val_split
+from .data import EVAL_SEED, EVAL_SUBSET, load_dataset, train_val_split
 from .errors import InputError, UserError, check_reachable
 from .spaces import Space, load_space
 from .teachers import TeacherBank, bank_record, teacher_bank_root
@@ -84,6 +84,9 @@ class Study:
             "dataset": a.dataset, "train_subset": self.train_subset or "all", "max_epochs": a.max_epochs,
             "search_trials": self.search_trials, "baseline_trials": len(self.baselines), "planned_trials": self.planned,
             "teachers": [s.key for s in self.space.teacher_specs(a.dataset)], "teacher_steps": a.teacher_steps,
+            "eval_images": {"val": a.val_images or "all", "test": a.test_images or "all",
+                            "teacher_snapshots": a.teacher_eval_images,
+                            "chosen_as": f"{EVAL_SUBSET} sample, seed {EVAL_SEED}"},
             "teacher_snapshots_used": self.space.teacher_steps_used(),
             "fixed": self.space.fixed, "searched": sorted(self.space.params),
             "resources_per_trial": {"cpu": a.cpus_per_trial, "gpu": a.gpus_per_trial},

@@ -38,17 +38,23 @@ from filelock import FileLock, Timeout
 from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
 
-from .data import ImageData, shift_grid, train_val_split
+from .data import EVAL_SEED, EVAL_SUBSET, ImageData, evaluation_indices, shift_grid, train_val_split
 from .errors import UserError
 from .runtime import default_precision
+from .evaluation import TranslationResult, translation_accuracy
 from .trainer import AtSteps, TrainConfig, Trainer, inference_model, resolve_precision, seed_everything, select_device
 
-#: Test images each snapshot is scored on (a fixed prefix of the test set): the
-#: full 33-shift grid on 10k images costs minutes per snapshot on a CPU.
+#: Test images each snapshot is scored on (a seeded, stratified sample of the test set, the same
+#: for every snapshot and bank): the full 33-shift grid on 10k images costs minutes per snapshot on a CPU.
 SNAPSHOT_EVAL_IMAGES = 1000
 #: Layout of ``manifest.json``. 1: before formats were recorded (no ``format`` key; snapshot
-#: records as now, caches without a format), 2: ``format`` key, caches carry ``CACHE_FORMAT``.
-MANIFEST_FORMAT = 2
+#: records as now, caches without a format), 2: ``format`` key, caches carry ``CACHE_FORMAT``,
+#: 3: ``scoring`` key (how the scoring images were chosen). Formats 1 and 2 scored snapshots on a
+#: *prefix* of the test set, which on a class-sorted dataset is one class: :meth:`TeacherBank.ensure`
+#: rescores them, keeping the snapshots and the old numbers (``prefix_scores``).
+MANIFEST_FORMAT = 3
+#: How this version chooses a bank's scoring images (recorded in the manifest as ``scoring``).
+SCORING = {"subset": EVAL_SUBSET, "seed": EVAL_SEED}
 #: Layout of a teacher-output cache file (``{"format", "logits", "features", "snapshot_sha256"}``).
 CACHE_FORMAT = 1
 
@@ -132,7 +138,7 @@ class TeacherBank:
         """The manifest in the current format (an older bank's is upgraded in memory; written back
         on the next change)."""
         if not self.manifest_path.is_file():
-            return {"format": MANIFEST_FORMAT, "teacher": asdict(self.spec), "snapshots": {}}
+            return {"format": MANIFEST_FORMAT, "teacher": asdict(self.spec), "snapshots": {}, "scoring": dict(SCORING)}
         try:
             manifest = json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as error:
@@ -221,14 +227,54 @@ class TeacherBank:
         note = self.precision_note(precision or default_precision())
         if note and progress:
             progress(note)
-        if set(wanted) <= set(self.steps()):
+        if set(wanted) <= set(self.steps()) and self.scored_as_now():
             return wanted
         with self._lock(progress):
+            if not self.scored_as_now():  # checked again: another study may have rescored it meanwhile
+                self.rescore(data, device, progress)
             have = set(self.steps())  # another study may have trained them while this one waited
             if set(wanted) <= have:
                 return wanted
             self._train(data, max_steps, have, device, progress, precision)
         return wanted
+
+    # -- scoring -------------------------------------------------------------------------
+    def scoring_indices(self, data: ImageData, images: int | None = None) -> torch.Tensor:
+        """Rows of ``data.test_x`` a snapshot is scored on: a seeded, stratified sample of
+        ``images`` (default: the bank's ``eval_images``), never a prefix."""
+        return evaluation_indices(data.test_y, images or self.eval_images)
+
+    def scored_as_now(self) -> bool:
+        """Whether every snapshot was scored on the images this version chooses (a bank from before
+        ``scoring`` was recorded was scored on a prefix of the test set)."""
+        manifest = self.manifest()
+        return not manifest["snapshots"] or manifest.get("scoring") == SCORING
+
+    def score(self, model: torch.nn.Module, data: ImageData, device: torch.device, precision: str,
+              images: int | None = None) -> TranslationResult:
+        """Clean and translated accuracy of a snapshot on its scoring images, in ``precision``."""
+        rows = self.scoring_indices(data, images)
+        return translation_accuracy(inference_model(model, device, precision), data.test_x[rows], data.test_y[rows],
+                                    shift_grid(), data.fill, device=device)
+
+    def rescore(self, data: ImageData, device: str = "auto", progress: Callable[[str], None] | None = None) -> None:
+        """Score every snapshot again on this version's scoring images (same number of images as
+        before), keeping the snapshots; the old numbers stay in each record as ``prefix_scores``.
+        The caller holds the bank's lock."""
+        manifest = self.manifest()
+        if progress:
+            progress(f"teacher {self.spec.key}: rescoring {len(manifest['snapshots'])} snapshots on a stratified "
+                     f"sample of the test set (they were scored on a prefix of it)")
+        dev = select_device(device)
+        precision = resolve_precision(manifest.get("precision", "fp32"), dev)
+        for step, record in sorted(manifest["snapshots"].items(), key=lambda item: int(item[0])):
+            images = int(record.get("eval_images") or self.eval_images)
+            result = self.score(self.load(int(step), data, dev), data, dev, precision, images)
+            if manifest.get("scoring") is None:  # the first rescore keeps what the prefix said
+                record["prefix_scores"] = {"clean_acc": record["clean_acc"], "translated_acc": record["translated_acc"]}
+            record.update(clean_acc=result.clean_acc, translated_acc=result.translated_acc, eval_images=images)
+        manifest["scoring"] = dict(SCORING)
+        self._write_manifest(manifest)
 
     def precision_note(self, asked: str) -> str | None:
         """A line saying that this existing bank was trained in another precision than ``asked``
@@ -249,8 +295,10 @@ class TeacherBank:
         seed_everything(spec.seed)
         model = build_model(spec.arch, data.input_shape, data.num_classes)
         loss = LeveledKDLoss(LeveledKDConfig(alpha=1.0, label_smoothing=spec.label_smoothing))
-        eval_x, eval_y = data.test_x[:self.eval_images], data.test_y[:self.eval_images]
+        rows = self.scoring_indices(data)
+        eval_x, eval_y = data.test_x[rows], data.test_y[rows]
         shifts = shift_grid()
+        manifest["scoring"] = dict(SCORING)  # ensure() rescored any older snapshots before this
 
         def save_snapshot(trainer: Trainer) -> None:
             path = self.snapshot_path(trainer.step)

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from study.data import (DataNotFoundError, load_dataset, shift_grid, shift_name, stratified_indices, train_val_split,
-                        translate, translated_views)
+from study.data import (EVAL_SEED, DataNotFoundError, ImageData, evaluation_indices, load_dataset, shift_grid,
+                        shift_name, stratified_indices, train_val_split, translate, translated_views)
+from study.distillation import split_images
 
 
 def one_pixel(y=10, x=12, size=28):
@@ -94,3 +95,48 @@ def test_cifar10_jpeg_image_folder(tmp_path):
     data = load_dataset("cifar10", tmp_path, download=False)
     assert data.train_x.shape == (6, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
     assert data.train_y.tolist() == [0, 0, 0, 1, 1, 1] and len(data.mean) == 3
+
+
+# ----------------------------------------------------------------------------- evaluation subsets
+
+def class_sorted_data(sizes=(37, 52, 41, 60, 33, 48, 55, 39, 44, 51)) -> ImageData:
+    """A dataset stored class by class (as an image folder is read), with unequal class sizes,
+    in both its training and its test split."""
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    images = torch.rand(len(labels), 1, 6, 6)
+    return ImageData("sorted", images, labels, images.clone(), labels.clone(), len(sizes), (0.5,), (0.25,))
+
+
+def assert_in_proportion(subset_labels: torch.Tensor, population: torch.Tensor) -> None:
+    """Every class of ``population`` is in the subset, within one image of its proportional share."""
+    classes = int(population.max()) + 1
+    share = torch.bincount(population, minlength=classes).double() * len(subset_labels) / len(population)
+    counts = torch.bincount(subset_labels, minlength=classes).double()
+    assert ((counts - share).abs() < 1.0 + 1e-9).all(), (counts.tolist(), share.tolist())
+
+
+def test_no_evaluation_subset_of_a_class_sorted_dataset_is_biased_by_its_order():
+    """Test and validation subsets of every size hold every class in proportion: a prefix of this
+    dataset would hold the first classes only."""
+    data = class_sorted_data()
+    split = train_val_split(data, val_fraction=0.5)
+    assert torch.equal(split_images(data, split, "test", None), torch.arange(len(data.test_y)))
+    for size in range(10, len(data.test_y) + 1, 7):
+        test = split_images(data, split, "test", size)
+        assert len(test) == size and len(set(test.tolist())) == size
+        assert_in_proportion(data.test_y[test], data.test_y)
+        assert torch.equal(test, split_images(data, split, "test", size))  # the same images every time
+    for size in range(10, len(split.val) + 1, 5):
+        val = split_images(data, split, "val", size)
+        assert len(val) == size and set(val.tolist()) <= set(split.val.tolist())
+        assert_in_proportion(data.train_y[val], data.train_y[split.val])
+    assert torch.equal(split_images(data, split, "val", 10**6), split.val)  # more than there are: all of them
+
+
+def test_evaluation_indices_are_seeded_and_refuse_nonsense():
+    labels = class_sorted_data().test_y
+    assert torch.equal(evaluation_indices(labels, 100), evaluation_indices(labels, 100, seed=EVAL_SEED))
+    assert not torch.equal(evaluation_indices(labels, 100), evaluation_indices(labels, 100, seed=EVAL_SEED + 1))
+    assert torch.equal(evaluation_indices(labels, 0), torch.arange(len(labels)))
+    with pytest.raises(ValueError, match="positive size"):
+        evaluation_indices(labels, -3)

@@ -381,7 +381,8 @@ def test_arms_table_reads_each_arms_teachers_from_their_banks(tmp_path):
         bank = banks / "mnist" / "cnn_1" / f"seed-{seed}"
         bank.mkdir(parents=True)
         (bank / "manifest.json").write_text(json.dumps(
-            {"snapshots": {"50": {"clean_acc": clean, "translated_acc": translated}, "100": {"clean_acc": 0.0,
+            {"scoring": {"subset": "stratified", "seed": 0},
+             "snapshots": {"50": {"clean_acc": clean, "translated_acc": translated}, "100": {"clean_acc": 0.0,
                                                                                        "translated_acc": 0.0}}}))
     (study / "study.json").write_text(json.dumps({"plan": {"teacher_banks": str(banks), "dataset": "mnist"}}))
     table = normalise(pd.read_csv(study / "reports" / "trials.csv"))

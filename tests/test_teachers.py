@@ -111,6 +111,84 @@ def test_a_bank_key_reads_back_as_its_spec():
             TeacherSpec.from_key(bad)
 
 
+# ----------------------------------------------------------------------------- scoring images
+
+@pytest.fixture
+def sorted_mnist(mnist):
+    """The test slice stored class by class, as an image folder is read: its prefix is one class."""
+    from dataclasses import replace
+
+    order = torch.argsort(mnist.test_y, stable=True)
+    return replace(mnist, test_x=mnist.test_x[order], test_y=mnist.test_y[order])
+
+
+def stratified_scores(bank, data, step, images):
+    """What a snapshot scores on a seeded, stratified sample of ``images`` test images, computed here."""
+    from study.data import evaluation_indices, shift_grid
+    from study.evaluation import translation_accuracy
+
+    rows = evaluation_indices(data.test_y, images)
+    model = inference_model(bank.load(step, data), "cpu", bank.manifest()["precision"])
+    result = translation_accuracy(model, data.test_x[rows], data.test_y[rows], shift_grid(), data.fill, device="cpu")
+    return result.clean_acc, result.translated_acc
+
+
+def test_snapshot_scores_are_those_of_a_stratified_sample(tmp_path, sorted_mnist):
+    bank = TeacherBank(tmp_path, TeacherSpec("mnist", "tiny_cnn"), eval_images=60)
+    bank.ensure(sorted_mnist, max_steps=100, device="cpu")
+    manifest = bank.manifest()
+    assert manifest["scoring"] == {"subset": "stratified", "seed": 0}
+    rows = bank.scoring_indices(sorted_mnist)
+    assert len(rows) == 60 and len(torch.unique(sorted_mnist.test_y[rows])) == 10  # a prefix: one class
+    for step in (50, 100):
+        record = manifest["snapshots"][str(step)]
+        clean, translated = stratified_scores(bank, sorted_mnist, step, 60)
+        assert record["eval_images"] == 60
+        assert record["clean_acc"] == pytest.approx(clean, abs=1e-9)
+        assert record["translated_acc"] == pytest.approx(translated, abs=1e-9)
+
+
+def test_a_bank_scored_on_a_prefix_is_rescored_keeping_its_snapshots(tmp_path, sorted_mnist, monkeypatch):
+    """A format-2 manifest (scored on the test set's first images) gets stratified scores on its
+    next use, with the same number of images; its snapshots are neither retrained nor replaced,
+    and the prefix's numbers stay in the record."""
+    bank = TeacherBank(tmp_path, TeacherSpec("mnist", "tiny_cnn"), eval_images=60)
+    bank.ensure(sorted_mnist, max_steps=100, device="cpu")
+    legacy = json.loads(bank.manifest_path.read_text())
+    legacy["format"] = 2
+    del legacy["scoring"]
+    for record in legacy["snapshots"].values():
+        record.update(clean_acc=0.99, translated_acc=0.98, eval_images=40)  # what a one-class prefix said
+    bank.manifest_path.write_text(json.dumps(legacy))
+    hashes = {step: sha256(bank.snapshot_path(step)) for step in (50, 100)}
+    assert not bank.scored_as_now()
+
+    from study import reports
+    trials = __import__("pandas").DataFrame([{"teachers": "tiny_cnn", "teacher_step": 100, "teacher_seed": 0}])
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.json").write_text(json.dumps({"plan": {"teacher_banks": str(tmp_path),
+                                                                        "dataset": "mnist"}}))
+    assert reports.teacher_accuracies(trials, tmp_path / "study") == {}  # a prefix's score is never reported
+
+    monkeypatch.setattr(teachers_module.Trainer, "fit", lambda *a, **k: pytest.fail("the bank was retrained"))
+    said: list[str] = []
+    assert bank.ensure(sorted_mnist, max_steps=100, device="cpu", progress=said.append) == [50, 100]
+    assert any("rescoring 2 snapshots" in line for line in said)
+    manifest = json.loads(bank.manifest_path.read_text())
+    assert manifest["format"] == teachers_module.MANIFEST_FORMAT and manifest["scoring"]["subset"] == "stratified"
+    for step in (50, 100):
+        record = manifest["snapshots"][str(step)]
+        assert record["sha256"] == hashes[step] == sha256(bank.snapshot_path(step))
+        assert record["prefix_scores"] == {"clean_acc": 0.99, "translated_acc": 0.98}
+        clean, translated = stratified_scores(bank, sorted_mnist, step, 40)
+        assert record["eval_images"] == 40 and record["clean_acc"] == pytest.approx(clean, abs=1e-9)
+        assert record["translated_acc"] == pytest.approx(translated, abs=1e-9)
+    assert reports.teacher_accuracies(trials, tmp_path / "study")["teacher_clean_acc"] == manifest["snapshots"]["100"]["clean_acc"]
+    said.clear()
+    bank.ensure(sorted_mnist, max_steps=100, device="cpu", progress=said.append)
+    assert not said  # rescored once
+
+
 # ----------------------------------------------------------------------------- format and locking
 
 def test_bank_without_a_format_is_upgraded_not_misread(bank, mnist, monkeypatch):
@@ -119,6 +197,7 @@ def test_bank_without_a_format_is_upgraded_not_misread(bank, mnist, monkeypatch)
     logits, _ = bank.outputs(100, mnist, device="cpu")
     legacy = json.loads(bank.manifest_path.read_text())
     assert legacy.pop("format") == teachers_module.MANIFEST_FORMAT
+    del legacy["scoring"]  # a format-1 bank recorded no scoring either
     bank.manifest_path.write_text(json.dumps(legacy))
     cache = torch.load(bank.outputs_path(100), weights_only=True)
     del cache["format"]
