@@ -18,8 +18,8 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ... at" line per trial
 
-from study.cli import run_cli  # noqa: E402
-from study.data import DATASETS  # noqa: E402
+from study.errors import run_cli  # noqa: E402
+from study.train.data import DATASETS  # noqa: E402
 from study.errors import InputError, check_device  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_spaces:
-        from study.spaces import list_spaces
+        from study.search.space import list_spaces
 
         spaces = list_spaces()
         width = max(len(name) for name, _ in spaces)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<{width}}  {description}")
         return 0
     if args.list_keys:
-        from study.config import key_table
+        from study.distill.config import key_table
 
         print(key_table())
         return 0
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         check_device(args.device)
     if args.device.startswith("cuda") and args.gpus_per_trial == 0:
         raise InputError(f"--device {args.device} needs --gpus-per-trial > 0 (trials without a GPU see no CUDA device)")
-    # before Ray starts: its local workers (teacher tasks, trials) inherit the setting (study/runtime.py)
+    # before Ray starts: its local workers (teacher tasks, trials) inherit the setting (study/train/runtime.py)
     os.environ["LEVELED_KD_PRECISION"] = args.precision
     from study.run import run
 

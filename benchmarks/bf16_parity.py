@@ -4,7 +4,7 @@
         [--test-images 2000] [--student-epochs 2]
 
 Each (seed, precision) teacher is trained exactly as a teacher bank trains it
-(same split, init, loss and TrainConfig; see study.teachers.TeacherBank.ensure),
+(same split, init, loss and TrainConfig; see study.teachers.bank.TeacherBank.ensure),
 but without the bank's snapshots, whose evaluations would cost more than the
 comparison needs. Every teacher is scored on the first ``--test-images`` test
 images under all 33 shifts: fp32 teachers in fp32, bf16 teachers in fp32 and in
@@ -38,11 +38,11 @@ import torch
 
 from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
-from study.data import ImageData, load_dataset, shift_grid, train_val_split
-from study.distillation import RunSpec, build_trainer
-from study.evaluation import translation_accuracy
-from study.runtime import cpu_flags, inference_model
-from study.trainer import AtSteps, TrainConfig, Trainer, seed_everything
+from study.train.data import ImageData, load_dataset, shift_grid, train_val_split
+from study.distill.spec import RunSpec, build_trainer
+from study.train.evaluation import translation_accuracy
+from study.train.runtime import cpu_flags, inference_model
+from study.train.trainer import AtSteps, TrainConfig, Trainer, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 

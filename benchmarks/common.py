@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from study.data import ImageData, Split, load_dataset, train_val_split
-from study.teachers import TeacherBank, TeacherSpec, teacher_bank_root
+from study.train.data import ImageData, Split, load_dataset, train_val_split
+from study.teachers.bank import TeacherBank, TeacherSpec, teacher_bank_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,14 +19,14 @@ import torch
 
 from benchmarks.common import mnist_with_teacher_outputs, student_benchmark_parser
 from losses import LeveledKDConfig
-from study.distillation import RunSpec, TeacherRef, build_trainer
-from study.runtime import PRECISION_ENV
+from study.distill.spec import RunSpec, TeacherRef, build_trainer
+from study.train.runtime import PRECISION_ENV
 
 
 def main() -> None:
     p = student_benchmark_parser(__doc__, "benchmarks/results/epoch_time.json")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--device", default="cpu", help="cpu (the figure the README quotes), cuda or auto")
+    p.add_argument("--device", default="cpu", help="cpu (the figure docs/performance.md quotes), cuda or auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--step-mode", default="auto", choices=["auto", "eager", "graphs"], help="graphs: CUDA graphs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -39,7 +39,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from study.fault_injection import ENV as RAISE_ONCE_ENV  # noqa: E402
+from study.cluster.faults import ENV as RAISE_ONCE_ENV  # noqa: E402
 from study.run import ray_tmpdir  # noqa: E402
 from study.testing import (  # noqa: E402
     free_port,
@@ -253,7 +253,7 @@ def fault_two_studies(b: Bench) -> dict:
         end_session(p.pid)
     audits = [audit(sqlite_uri(b.work / f"two-{i}")) for i in range(2)]
     manifest = json.loads((bank / "mnist" / "cnn_1" / "seed-0" / "manifest.json").read_text())
-    from study.teachers import sha256
+    from study.teachers.bank import sha256
 
     folder = bank / "mnist" / "cnn_1" / "seed-0"
     bad_files = sum(sha256(folder / f"step-{int(s):06d}.outputs-{tag}.pt") != digest

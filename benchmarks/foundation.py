@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from study.data import load_dataset, shift_grid
-from study.evaluation import translation_accuracy
-from study.teachers import TeacherBank, TeacherSpec, teacher_bank_root
+from study.train.data import load_dataset, shift_grid
+from study.train.evaluation import translation_accuracy
+from study.teachers.bank import TeacherBank, TeacherSpec, teacher_bank_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,11 +38,11 @@ import torch
 
 from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
-from study.data import ImageData, load_dataset, train_val_split
-from study.distillation import RunSpec, TeacherRef, build_trainer
-from study.runtime import autocast_context, cpu_flags, resolve_precision
-from study.teachers import TeacherBank, TeacherSpec
-from study.trainer import TrainConfig, Trainer, seed_everything, select_device
+from study.train.data import ImageData, load_dataset, train_val_split
+from study.distill.spec import RunSpec, TeacherRef, build_trainer
+from study.train.runtime import autocast_context, cpu_flags, resolve_precision
+from study.teachers.bank import TeacherBank, TeacherSpec
+from study.train.trainer import TrainConfig, Trainer, seed_everything, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def student_trainer(data: ImageData, device: torch.device, step_mode: str, seed:
     spec = RunSpec(student="mlp_1", teachers=(TeacherRef("cnn_1", 50),), loss=LeveledKDConfig(s_kl=1.0, s_fm=0.0),
                    epochs=10**6, seed=seed)
     trainer = build_trainer(spec, data, split, outputs, device=str(device))
-    trainer.config.step_mode = step_mode  # graphs: the first full batch captures (study/cuda_graphs.py)
+    trainer.config.step_mode = step_mode  # graphs: the first full batch captures (study/train/cuda_graphs.py)
     return trainer
 
 

@@ -25,8 +25,8 @@ import torch
 
 from benchmarks.common import mnist_with_teacher_outputs, student_benchmark_parser
 from losses import LeveledKDConfig
-from study.distillation import RunSpec, TeacherRef, build_trainer
-from study.trainer import select_device
+from study.distill.spec import RunSpec, TeacherRef, build_trainer
+from study.train.trainer import select_device
 
 
 def _train(args: argparse.Namespace, seed: int, start, results) -> None:

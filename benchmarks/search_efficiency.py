@@ -15,7 +15,7 @@ Both arms get the same budget flags (``--num-samples``, ``--max-epochs``, ``--tr
 and ``--seed REP``. ``--seed`` seeds the Optuna sampler (``TPESampler``/``RandomSampler``) and
 ``OptunaSearch``, and also picks the training subset (``--train-subset``, seeded by ``seed + 1``):
 within a repetition both arms train on the same images; the validation images are fixed
-(``study.data.VAL_SEED``) in every run, so validation accuracies compare across all runs. Student
+(``study.train.data.VAL_SEED``) in every run, so validation accuracies compare across all runs. Student
 initialisation is the space's ``seed`` (0 unless the space says otherwise), not ``--seed``.
 TPE draws its first 4 trials (``n_startup_trials``) with a random sampler of the same seed: they are
 the random arm's first 4 configurations, so the arms differ by TPE from the 5th trial on, and by ASHA.
@@ -49,7 +49,7 @@ Prints a table and writes JSON (``--json``, default ``benchmarks/results/search_
 
 The published numbers come from ``python -m benchmarks.search_efficiency --data-root data`` (the
 defaults above: leveled_kd, 12 search trials of at most 3 epochs, 5,000 training images, 1,000
-validation and test images, teachers to step 1,000, fp32, 3 repetitions); numbers: see README.
+validation and test images, teachers to step 1,000, fp32, 3 repetitions); numbers: see docs/performance.md.
 """
 from __future__ import annotations
 
@@ -81,15 +81,15 @@ BUDGETS = {
 
 
 def space_file(space: str) -> Path:
-    """The YAML file of ``--space`` (a name in ``study/spaces`` or a path), as :func:`study.spaces.load_space` finds it."""
-    from study.spaces import SPACES_DIR
+    """The YAML file of ``--space`` (a name in ``study/spaces`` or a path), as :func:`study.search.space.load_space` finds it."""
+    from study.search.space import SPACES_DIR
 
     return Path(space) if Path(space).suffix in (".yaml", ".yml") else SPACES_DIR / f"{space}.yaml"
 
 
 def arm_spaces(space: str, out: Path) -> dict[str, str]:
     """The ``--space`` of each arm: the space itself for tpe_asha, a derived random / no-scheduler copy."""
-    from study.spaces import load_space
+    from study.search.space import load_space
 
     base = load_space(space)
     if (base.sampler, base.scheduler) != ("tpe", "asha"):
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         args.data_root = str(write_tiny_mnist(out / "data"))
     args.data_root = str(Path(args.data_root or "data").resolve())
     if not args.no_download:  # once here; the studies themselves run with --no-download
-        from study.data import load_dataset
+        from study.train.data import load_dataset
 
         load_dataset("mnist", args.data_root, download=True)
     spaces = arm_spaces(args.space, out)

@@ -32,10 +32,10 @@ import torch
 
 from benchmarks.common import print_table, write_result
 from losses import LeveledKDConfig
-from study.data import load_dataset, train_val_split
-from study.distillation import RunSpec, TeacherRef, build_trainer
-from study.runtime import cpu_flags
-from study.trainer import Trainer
+from study.train.data import load_dataset, train_val_split
+from study.distill.spec import RunSpec, TeacherRef, build_trainer
+from study.train.runtime import cpu_flags
+from study.train.trainer import Trainer
 
 
 def clock(cpu: bool) -> float:

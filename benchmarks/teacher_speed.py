@@ -36,9 +36,9 @@ import torch
 from benchmarks.common import print_table, write_result
 from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
-from study.data import load_dataset, train_val_split
-from study.runtime import cpu_flags, resolve_precision
-from study.trainer import TrainConfig, Trainer, seed_everything
+from study.train.data import load_dataset, train_val_split
+from study.train.runtime import cpu_flags, resolve_precision
+from study.train.trainer import TrainConfig, Trainer, seed_everything
 
 VARIANTS = {  # name: (precision, channels_last, fused AdamW)
     "old": ("fp32", False, False),
@@ -95,8 +95,8 @@ def step_times(args: argparse.Namespace) -> dict:
 
 
 CHILD = """
-from study.data import load_dataset
-from study.teachers import TeacherBank, TeacherSpec
+from study.train.data import load_dataset
+from study.teachers.bank import TeacherBank, TeacherSpec
 data = load_dataset("mnist", {data_root!r}, download=False)
 bank = TeacherBank({bank!r}, TeacherSpec("mnist", "cnn_1"), eval_images={eval_images})
 bank.ensure(data, {steps}, device="cpu", precision={precision!r})

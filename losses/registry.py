@@ -11,7 +11,7 @@ says, as data, everything the rest of the project needs to know about it:
   teacher outputs, so no method ever runs a teacher inside a student's loop),
 - its forward.
 
-The run configuration (``study/config.py``), the search spaces, the distill CLI flags
+The run configuration (``study/distill/config.py``), the search spaces, the distill CLI flags
 and the report columns are all generated from this registry, so adding a method is a
 module plus ``@register_kd_term``; see README "Adding a KD method".
 """

@@ -5,9 +5,9 @@
     python scripts/reproduce.py --datasets mnist fashion_mnist --teacher-steps 25000   # the poster's scale
     python scripts/reproduce.py --quick --controls  # also the inductive_bias control study (teachers to 25,000 steps)
 
-The command line only: the reproduction is :mod:`study.reproduce` (also ``python -m study.reproduce``).
+The command line only: the reproduction is :mod:`study.analysis.reproduce` (also ``python -m study.analysis.reproduce``).
 """
-from study.reproduce import main
+from study.analysis.reproduce import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

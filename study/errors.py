@@ -1,4 +1,5 @@
-"""The project's one error type for mistakes a *user* can make (flags, files, servers, data).
+"""The project's one error type for mistakes a *user* can make (flags, files, servers, data),
+and how a command line reports it: a user's mistake is one line; a bug keeps its traceback.
 
 Why a base class: the command lines (``run_study.py``, ``python -m study.distill``) print a
 ``UserError`` as one line and exit 2, and *only* a ``UserError``; any other exception is a bug
@@ -7,10 +8,20 @@ turn programming errors into misleading one-line "user errors".
 
 Subclasses keep their historical bases too (``SpaceError`` is still a ``ValueError``,
 ``TrackingError`` a ``ConnectionError``...), so code that catches those keeps working.
+
+:func:`run_cli` is that rule for every command line: a ``UserError`` prints ``error: <message>``
+and exits 2, like argparse's own errors; anything else keeps its full traceback, plus a line
+saying it is a bug, and exits 1.
 """
 from __future__ import annotations
 
 import socket
+import sys
+import traceback
+from typing import Callable
+
+ISSUES_HINT = ("this is a bug in leveled-kd, not in your input: please report it with the command line "
+               "and the traceback above")
 
 
 class UserError(Exception):
@@ -53,3 +64,32 @@ def check_reachable(host: str, port: int, what: str, timeout: float = 3.0) -> No
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise UserError(f"{what} {host}:{port} does not answer ({reason}); is it running and reachable?") from None
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (a Ray task error carries its cause's message)."""
+    cause = getattr(error, "cause", None)  # ray.exceptions.RayTaskError wrapping a UserError
+    text = str(cause if isinstance(cause, UserError) else error).strip() or type(error).__name__
+    return " ".join(text.split())
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Call ``main``: a user error prints ``error: <message>`` and returns 2; Ctrl-C returns 130;
+    any other exception prints its traceback and a hint to report it, and returns 1."""
+    try:
+        return main(argv)
+    except UserError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; results logged so far are kept", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (``| head``): not an error of ours, nothing left to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
+    except Exception:
+        traceback.print_exc()
+        print(f"internal error: {ISSUES_HINT}", file=sys.stderr, flush=True)
+        return 1

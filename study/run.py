@@ -23,11 +23,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from .data import EVAL_SEED, EVAL_SUBSET, load_dataset, train_val_split
-from .errors import InputError, UserError, check_reachable
-from .spaces import Space, load_space
-from .teachers import TeacherBank, bank_record, teacher_bank_root
-from .tracking import Tracker, browse_hint, default_tracking_uri, study_tags
+from study.train.data import EVAL_SEED, EVAL_SUBSET, load_dataset, train_val_split
+from study.errors import InputError, UserError, check_reachable
+from study.search.space import Space, load_space
+from study.teachers.bank import TeacherBank, bank_record, teacher_bank_root
+from study.tracking.runs import Tracker, browse_hint, default_tracking_uri, study_tags
 
 DEFAULT_SEARCH_TRIALS = 12
 
@@ -63,7 +63,7 @@ class Study:
         self.use_asha = self.space.scheduler == "asha" and not args.no_asha
 
     def tags(self) -> dict[str, str]:
-        """MLflow tags on every run of this study (see :func:`study.tracking.study_tags`)."""
+        """MLflow tags on every run of this study (see :func:`study.tracking.runs.study_tags`)."""
         a = self.args
         budget = {"train_subset": self.train_subset or "all", "max_epochs": a.max_epochs,
                   "teacher_steps": a.teacher_steps, "planned_trials": self.planned,
@@ -222,43 +222,35 @@ def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int
     study.dir.mkdir(parents=True, exist_ok=True)
     init_ray(args.address, args.num_cpus, args.verbose)
     if args.address:  # a multi-node cluster: trials and teacher tasks write where every node must read
-        from .cluster_config import check_shared_storage
+        from study.cluster.config import check_shared_storage
 
         check_shared_storage({"--output-dir": study.dir,
                               "the teacher banks (--bank-dir / $LEVELED_KD_BANK)": study.bank_root})
     parent_id = tracker.study_run(study.name, {k: v for k, v in plan.items() if k != "description"})
     state = {"plan": plan, "parent_run_id": parent_id, "experiment_id": tracker.experiment_id,
              "status": "running", "started": started, "invocations": earlier_invocations(study)}
-    invocation: dict[str, Any] = {"started": started, "status": "running"}  # stays "running" if the driver is killed
+    # what this invocation ran; its status stays "running" if the driver is killed before it can record
+    invocation: dict[str, Any] = {"started": started, "status": "running", "resumed": bool(args.resume),
+                                  "command": invocation_command()}
     state["invocations"].append(invocation)
     study.state_file.write_text(json.dumps(state, indent=2, default=str))
     say(f"study {study.name}: {study.planned} trials ({study.search_trials} search + {len(study.baselines)} "
         f"no-KD baseline) · MLflow {study.tracking_uri} · experiment {study.name!r}")
 
-    from .stage2 import run_search
+    from study.search.stage import run_search
 
     try:
         caches, state["teachers"] = build_teachers(study, data, split, tracker, parent_id)
     except KeyboardInterrupt:  # the banks keep every snapshot and training state saved so far
-        elapsed = time.time() - started
-        invocation.update(status="interrupted", wall_seconds=round(elapsed, 1), teachers_seconds=round(elapsed),
-                          trials_seconds=0)
-        state.update(status="interrupted")
-        study.state_file.write_text(json.dumps(state, indent=2, default=str))
+        close_invocation(study, state, invocation, "interrupted", teachers_done=time.time())
         say(f"study {study.name} interrupted while training its teachers; their snapshots so far are kept. "
             f"Continue with: {resume_command(study)}")
         return 130
     teachers_done = time.time()
     outcome = run_search(study, data, caches, tracker, parent_id)
-    timings = {"teachers_seconds": round(teachers_done - started), "trials_seconds": round(time.time() - teachers_done)}
-    invocation.update(status=outcome["status"], wall_seconds=round(time.time() - started, 1), **timings)
-    # the study's totals: every invocation whose driver lived to record its times
-    timed = [run for run in state["invocations"] if "wall_seconds" in run]
-    state.update(status=outcome["status"], summary=outcome.get("summary"),
-                 wall_seconds=sum(run["wall_seconds"] for run in timed),
-                 teachers_seconds=sum(run["teachers_seconds"] for run in timed),
-                 trials_seconds=sum(run["trials_seconds"] for run in timed))
-    study.state_file.write_text(json.dumps(state, indent=2, default=str))
+    state["summary"] = outcome.get("summary")
+    close_invocation(study, state, invocation, outcome["status"], teachers_done, outcome["finished"])
+    timings = {k: invocation[k] for k in ("teachers_seconds", "trials_seconds")}
     if outcome["status"] != "finished":
         say(f"study {study.name} stopped with {outcome['finished']}/{study.planned} trials finished; "
             f"everything logged so far is kept. Continue with: {resume_command(study)}")
@@ -267,6 +259,24 @@ def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int
         f"{timings['trials_seconds']}s) · reports in {study.dir / 'reports'} · "
         f"browse: {browse_hint(study.tracking_uri)}")
     return 0
+
+
+def close_invocation(study: Study, state: dict[str, Any], invocation: dict[str, Any], status: str,
+                     teachers_done: float, trials_finished: int | None = None) -> None:
+    """Record how this invocation ended (its status, end, time in each stage, how many trials the
+    study had finished by then) and the study's totals over every invocation whose driver lived to
+    record its times, then write ``study.json``: a resumed study's cost is the sum of its runs."""
+    ended = time.time()
+    invocation.update(status=status, ended=ended, wall_seconds=round(ended - invocation["started"], 1),
+                      teachers_seconds=round(teachers_done - invocation["started"]),
+                      trials_seconds=round(ended - teachers_done))
+    if trials_finished is not None:
+        invocation["trials_finished"] = trials_finished
+    timed = [run for run in state["invocations"] if "wall_seconds" in run]
+    state.update(status=status, wall_seconds=round(sum(run["wall_seconds"] for run in timed), 1),
+                 teachers_seconds=sum(run["teachers_seconds"] for run in timed),
+                 trials_seconds=sum(run["trials_seconds"] for run in timed))
+    study.state_file.write_text(json.dumps(state, indent=2, default=str))
 
 
 def earlier_invocations(study: Study) -> list[dict[str, Any]]:
@@ -286,6 +296,14 @@ def earlier_invocations(study: Study) -> list[dict[str, Any]]:
     return [{k: state[k] for k in keys if k in state}] if "started" in state else []
 
 
+def invocation_command() -> str:
+    """This invocation's command line, as typed (``python run_study.py ...``), for ``study.json``."""
+    import shlex
+
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("run_study.py") else sys.argv
+    return shlex.join(["python", "run_study.py", *argv])
+
+
 def resume_command(study: Study) -> str:
     """The command that continues ``study``: its own command line (every budget and ``--set`` flag
     the plan was made with) plus ``--study-name`` and ``--resume``."""
@@ -302,8 +320,8 @@ def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) 
     """Stage 1, then the caches the trials need, as numpy arrays for the object store; and per
     teacher bank the precision it was trained in and its last step, which ``study.json`` records
     (an existing bank keeps its precision whatever ``--precision`` says)."""
-    from .stage1 import build_teacher_banks
-    from .trainable import as_arrays, cache_key
+    from study.teachers.stage import build_teacher_banks
+    from study.search.trainable import as_arrays, cache_key
 
     args = study.args
     specs = study.space.teacher_specs(args.dataset)

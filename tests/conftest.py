@@ -34,7 +34,7 @@ def bank_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_root):
-    from study.data import load_dataset
+    from study.train.data import load_dataset
 
     return load_dataset("mnist", mnist_root, download=False)
 

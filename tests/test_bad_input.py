@@ -1,7 +1,7 @@
 """Bad input to both command lines is one line on stderr and exit code 2, fast, before anything is
 created; a bug in the project (any other exception) keeps its traceback.
 
-Most cases call ``main()`` in-process through ``study.cli.run_cli`` (what the scripts run); a few
+Most cases call ``main()`` in-process through ``study.errors.run_cli`` (what the scripts run); a few
 run the real scripts, to check what a user sees: the exit code, no traceback, no Ray log lines.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from helpers import ROOT
 
 import run_study
-from study import distill
-from study.cli import run_cli
+from study.distill import cli as distill
+from study.errors import run_cli
 from study.testing import free_port
 
 

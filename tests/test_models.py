@@ -35,7 +35,7 @@ def test_seed_architectures_exactly():
 
 def test_cnn_is_nearly_shift_invariant_compared_with_mlp():
     """GAP gives the CNN its bias: its features move less under a shift than an MLP's (untrained, eval)."""
-    from study.data import translate
+    from study.train.data import translate
 
     torch.manual_seed(0)
     x = torch.zeros(8, 1, 28, 28)
@@ -114,7 +114,7 @@ def test_vit_with_memory_format_and_export():
     import pickle
 
     from models.export import logits_only
-    from study.runtime import apply_memory_format
+    from study.train.runtime import apply_memory_format
 
     torch.manual_seed(0)
     model = apply_memory_format(build_model("vit_1", (1, 28, 28), 10))

@@ -110,6 +110,11 @@ def test_interrupted_study_resumes_without_duplicates(mnist_root, bank_dir, tmp_
     assert first["status"] == "interrupted" and second["status"] == "finished" == state["status"]
     assert state["wall_seconds"] == pytest.approx(first["wall_seconds"] + second["wall_seconds"])
     assert state["trials_seconds"] == first["trials_seconds"] + second["trials_seconds"]
+    # each invocation says when it ran and what: its own command line, and the trials finished by its end
+    assert first["started"] < first["ended"] <= second["started"] < second["ended"]
+    assert not first["resumed"] and second["resumed"] and second["command"].endswith("--resume")
+    assert first["command"].startswith("python run_study.py") and "--resume" not in first["command"]
+    assert first["trials_finished"] < second["trials_finished"] == 5
     assert set(state["teachers"]) == {"mnist/cnn_1/seed-0"} and state["teachers"]["mnist/cnn_1/seed-0"]["precision"]
 
 
@@ -141,6 +146,7 @@ def test_ctrl_c_while_teachers_train_stops_the_study_and_keeps_their_snapshots(m
     assert "50" in steps and "5000" not in steps
     state = json.loads((tmp_path / "studies" / "leveled_kd-mnist" / "study.json").read_text())
     assert state["status"] == "interrupted" and state["invocations"][-1]["status"] == "interrupted"
+    assert state["wall_seconds"] == state["invocations"][-1]["wall_seconds"] > 0 and state["trials_seconds"] == 0
 
 
 def test_logs_to_a_real_mlflow_server(tiny_study, mnist_root, bank_dir, tmp_path):

@@ -1,0 +1,253 @@
+"""The arms table of a controlled study (spaces with ``arms``) and the configurations table of a
+finding's study: each arm's means over seeds, its teachers' accuracies, and its paired effect
+against the same student's no-KD baseline (or another arm), Holm-adjusted across arms."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from study.analysis.tables import baseline_of
+
+
+#: Per-arm means of these trial columns (those present); ``epochs_done`` shows each arm converged
+#: in about as many epochs as the no-KD students, the other metrics are :mod:`study.train.evaluation`'s.
+ARM_MEANS = ("epochs_done", "val_translated_acc", "test_clean_acc", "test_translated_acc", "test_small_shift_acc",
+             "test_translated_over_clean")
+
+
+def arm_means(trials: pd.DataFrame) -> dict[str, Any]:
+    """Means of one arm's trials, and the two spreads a reader needs to weigh them: across teacher
+    seeds (std of each teacher seed's mean test translated accuracy: what a new teacher would
+    change) and across student seeds (their std within a teacher seed, averaged)."""
+    row: dict[str, Any] = {"trials": len(trials)}
+    for column in ARM_MEANS:
+        if column in trials:
+            row[column] = float(pd.to_numeric(trials[column], errors="coerce").mean())
+    if "test_translated_acc" in trials:
+        seeds = trials["teacher_seed"] if "teacher_seed" in trials else pd.Series(0, index=trials.index)
+        groups = trials.groupby(seeds.fillna(-1))["test_translated_acc"]
+        means = groups.mean()
+        row["teacher_seed_std"] = float(means.std()) if len(means) > 1 else float("nan")
+        row["student_seed_std"] = float(groups.std().mean())
+    return row
+
+
+def teacher_accuracies(trials: pd.DataFrame, study_dir: Path | Sequence[Path]) -> dict[str, float]:
+    """Mean clean and translated accuracy of the teacher snapshots an arm distilled from, over its
+    teacher seeds, from the banks' manifests (each snapshot is scored there when it is saved, on
+    the bank's ``eval_images`` test images). Empty for no-KD rows, several teachers, banks that
+    are not where the study's ``study.json`` says (the first study's, when studies are pooled), and
+    banks whose snapshots were scored on a prefix of the test set (before ``scoring`` was recorded;
+    on a class-sorted dataset that prefix is one class): a wrong number is worse than none, and the
+    next study that uses the bank rescores it."""
+    from study.analysis.studies import as_dirs, study_plan
+    from study.teachers.bank import SnapshotError, TeacherBank, TeacherSpec
+
+    try:
+        plan = study_plan(as_dirs(study_dir)[0])
+        banks, dataset = Path(plan["teacher_banks"]), plan["dataset"]
+    except (KeyError, TypeError):
+        return {}
+    snapshots = set()  # each teacher (architecture, seed, label smoothing) and step once: a mean over
+    for row in trials.to_dict("records"):  # teachers, not over trials, and one manifest read each
+        arch, step = row.get("teachers"), row.get("teacher_step")
+        if not isinstance(arch, str) or arch == "none" or "+" in arch or pd.isna(step):
+            return {}
+        seed = row.get("teacher_seed")
+        snapshots.add((TeacherSpec(dataset, arch, 0 if seed is None or pd.isna(seed) else int(seed),
+                                   float(row.get("teacher_label_smoothing") or 0.0)), int(step)))
+    clean, translated = [], []
+    for spec, step in snapshots:
+        try:
+            bank = TeacherBank(banks, spec)
+            if not bank.scored_as_now():
+                return {}
+            record = bank.manifest()["snapshots"][str(step)]
+        except (OSError, SnapshotError, KeyError):
+            return {}
+        clean.append(record["clean_acc"])
+        translated.append(record["translated_acc"])
+    if not clean:
+        return {}
+    return {"teacher_clean_acc": sum(clean) / len(clean), "teacher_translated_acc": sum(translated) / len(translated)}
+
+
+def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: int = 10_000, versus: str | None = None) -> pd.DataFrame:
+    """One row per arm of a controlled study (spaces with ``arms``): its means over seeds
+    (:func:`arm_means`), and its paired effect on test translated accuracy against the no-KD
+    baseline of the *same student* (hierarchical bootstrap over seeds and images, Holm-adjusted
+    across arms), or against the arm named ``versus`` (e.g. the poster's ``kl``). The reference
+    itself (each student's no-KD students, or ``versus``) is a row too, marked ``reference``, so
+    that the table holds every number a results page quotes. ``chosen`` marks the arm with the
+    best mean *validation* translated accuracy: the test columns report, they never choose.
+    Empty when the study has no arms.
+    """
+    from study.analysis.studies import Predictions, Skip
+    from study.analysis.stats import holm, paired_effect
+
+    done = table[table.get("state", pd.Series(dtype=str)) == "completed"] if not table.empty else table
+    if done.empty or "arm" not in done or done["arm"].isna().all():
+        return pd.DataFrame()
+    if versus is not None:
+        if versus not in set(done["arm"].dropna()):
+            raise ValueError(f"no arm {versus!r}; arms: {', '.join(map(str, done['arm'].dropna().unique()))}")
+        versus_rows = done[done["arm"] == versus]
+        if "student" in done:  # an arm is only compared with the reference when their students match
+            done = done[done["arm"].isna() | (done["student"] == versus_rows["student"].iloc[0])]
+    predictions = Predictions(study_dir, "test")
+
+    def described(arm: str, trials: pd.DataFrame, reference: bool) -> dict[str, Any]:
+        return {"arm": arm, "reference": reference,
+                "student": trials["student"].iloc[0] if "student" in trials else None,
+                "teachers": trials["teachers"].iloc[0] if "teachers" in trials else None,
+                "variant": trials["variant"].iloc[0] if "variant" in trials else None, **arm_means(trials),
+                **teacher_accuracies(trials, study_dir)}
+
+    rows = []
+    if versus is not None:
+        rows.append(described(versus, versus_rows, True))
+    else:
+        students = done["student"].dropna().unique() if "student" in done else [None]
+        for student in students:
+            base = baseline_of(done, student)
+            if not base.empty:
+                rows.append(described("no KD", base, True))
+    for arm, trials in done[done["arm"].notna() & (done["arm"] != versus)].groupby("arm", sort=False):
+        row = described(arm, trials, False)
+        reference = versus_rows if versus is not None else baseline_of(done, row["student"]).assign(teacher_seed=None)
+        try:
+            (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(reference)
+            effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
+            row.update(effect=effect.estimate, ci_low=effect.ci_low, ci_high=effect.ci_high, p=effect.p_value,
+                       n=effect.n)
+        except (Skip, ValueError):
+            pass  # no per-image results or no baseline of this student: means only
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "p" in frame:
+        tested = frame["p"].notna()
+        frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p"].tolist())
+    arms = ~frame["reference"]
+    frame["chosen"] = arms & (frame["val_translated_acc"] == frame.loc[arms, "val_translated_acc"].max())
+    return frame
+
+
+def _number(value: Any, spec: str = ".4f") -> str:
+    return format(value, spec) if pd.notna(value) else ""
+
+
+def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
+    """The arms table as Markdown: means over seeds (± the std across teacher seeds), then the
+    effect [95% CI] and Holm p against the same student's no-KD baseline (or the arm ``versus``)."""
+    from study.analysis.stats import format_p
+
+    header = ("| arm | student | teacher clean / translated | trials | epochs | val translated | test clean "
+              "| test translated | small shift | translated / clean | student-seed std "
+              f"| vs {versus} [95% CI] | Holm p |")
+    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in frame.to_dict("records"):
+        effect = (f"{r['effect']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+                  if pd.notna(r.get("effect", float("nan"))) else ("reference" if r.get("reference") else "n/a"))
+        p = format_p(r["p_holm"]) if pd.notna(r.get("p_holm", float("nan"))) else ""
+        name = f"**{r['arm']}** (chosen on val)" if r.get("chosen") else r["arm"]
+        translated = _number(r.get("test_translated_acc", float("nan")))
+        if pd.notna(r.get("teacher_seed_std", float("nan"))):
+            translated += f" ± {r['teacher_seed_std']:.4f}"
+        teacher = (f"{r['teacher_clean_acc']:.3f} / {r['teacher_translated_acc']:.3f}"
+                   if pd.notna(r.get("teacher_clean_acc", float("nan"))) else "")
+        lines.append(f"| {name} | {r.get('student')} | {teacher} | {r.get('trials', '')} "
+                     f"| {_number(r.get('epochs_done', float('nan')), '.1f')} "
+                     f"| {_number(r.get('val_translated_acc', float('nan')))} "
+                     f"| {_number(r.get('test_clean_acc', float('nan')))} | {translated} "
+                     f"| {_number(r.get('test_small_shift_acc', float('nan')))} "
+                     f"| {_number(r.get('test_translated_over_clean', float('nan')))} "
+                     f"| {_number(r.get('student_seed_std', float('nan')))} | {effect} | {p} |")
+    lines.append("")
+    lines.append("Teacher: the mean over the arm's teacher seeds of its snapshot's accuracy in the bank's "
+                 "manifest (scored on the bank's evaluation images when saved). "
+                 "± is the std across teacher seeds of each teacher seed's mean; the student-seed std is "
+                 "averaged within teacher seeds; epochs and the metrics are means over the arm's trials; Holm's "
+                 "correction is over the arms of this table.")
+    return "\n".join(lines) + "\n"
+
+
+def config_means(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per configuration of a study without named arms (a finding's space): the trials
+    grouped by the searched parameters ``keys`` (seeds aside), with :func:`arm_means` and each
+    teacher seed's mean test translated accuracy (``by_teacher_seed``), so that a result file
+    shows where an effect comes from (one teacher, or all of them). A (configuration, teacher
+    seed, student seed) that pooled studies both trained counts once, as in the paired analysis.
+    The no-KD students are one row whatever their (absent) teacher parameters."""
+    done = table[table.get("state", pd.Series("completed", index=table.index)) == "completed"]
+    keys = [k for k in keys if k in done]
+    if done.empty or not keys:
+        return pd.DataFrame()
+    done = done.copy()
+    no_kd = done.get("variant", pd.Series("", index=done.index)) == "no_kd"
+    label = pd.Series("no KD", index=done.index, dtype=object)
+    label[~no_kd] = done.loc[~no_kd, keys].apply(
+        lambda r: ", ".join(f"{k}={_short_value(r[k])}" for k in keys if pd.notna(r[k])), axis=1)
+    done["config"] = label
+    units = [c for c in ("config", "teacher_seed", "seed") if c in done]
+    done = done.drop_duplicates(subset=units)
+    rows = []
+    for config, trials in done.groupby("config", sort=False):
+        row = {"config": config, **{k: trials[k].iloc[0] for k in keys}, **arm_means(trials)}
+        if "teacher_seed" in trials and trials["teacher_seed"].notna().any():
+            row["by_teacher_seed"] = {int(s): float(m) for s, m in
+                                      trials.groupby("teacher_seed")["test_translated_acc"].mean().items()}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    kd = frame["config"] != "no KD"  # no KD first, then the configurations by their values (250 before 1000)
+    return pd.concat([frame[~kd], frame[kd].sort_values(keys)], ignore_index=True).drop(columns=keys)
+
+
+def _short_value(value: Any) -> str:
+    """A parameter value as a label: ``250`` not ``250.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def config_means_markdown(frame: pd.DataFrame) -> str:
+    """:func:`config_means` as Markdown."""
+    lines = ["| configuration | runs | epochs | test clean | test translated | by teacher seed | small shift "
+             "| translated / clean | student-seed std |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in frame.to_dict("records"):
+        translated = _number(r.get("test_translated_acc", float("nan")))
+        if pd.notna(r.get("teacher_seed_std", float("nan"))):
+            translated += f" ± {r['teacher_seed_std']:.4f}"
+        seeds = r.get("by_teacher_seed")
+        by_seed = " · ".join(f"{s}: {m:.4f}" for s, m in seeds.items()) if isinstance(seeds, dict) else ""
+        lines.append(f"| {r['config']} | {r['trials']} | {_number(r.get('epochs_done', float('nan')), '.1f')} "
+                     f"| {_number(r.get('test_clean_acc', float('nan')))} | {translated} | {by_seed} "
+                     f"| {_number(r.get('test_small_shift_acc', float('nan')))} "
+                     f"| {_number(r.get('test_translated_over_clean', float('nan')))} "
+                     f"| {_number(r.get('student_seed_std', float('nan')))} |")
+    lines.append("")
+    lines.append("Means over the configuration's runs (each run weighs the same); by teacher seed: the mean test "
+                 "translated accuracy of each teacher seed's students; ± is the std across teacher seeds of those "
+                 "means; the student-seed std is averaged within teacher seeds. Descriptive: effects with their "
+                 "intervals come from the paired analysis (scripts/reproduce.py).")
+    return "\n".join(lines) + "\n"
+
+
+def study_section(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: int = 10_000,
+                  versus: str | None = None) -> tuple[str, str] | None:
+    """A study's table for a result file or the terminal, with its kind: ``("Arms", ...)`` for a
+    study with named arms (:func:`arm_effects`, against no KD or the arm ``versus``), else
+    ``("Configurations", ...)`` (:func:`config_means` over the searched parameters, seeds aside;
+    not when ``versus`` names an arm); None when there is neither."""
+    from study.analysis.studies import searched_parameters
+
+    frame = arm_effects(table, study_dir, n_boot, versus)
+    if not frame.empty:
+        return "Arms", arms_markdown(frame, versus or "no KD")
+    if versus is None:
+        means = config_means(table, searched_parameters(study_dir))
+        if not means.empty:
+            return "Configurations", config_means_markdown(means)
+    return None

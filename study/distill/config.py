@@ -1,0 +1,234 @@
+"""One validated run configuration: every key a run may have, its type, bounds, default and
+the cross-field rules, in one pydantic model.
+
+The search spaces (their keys, fixed values, ranges and ``--set`` overrides), the distill
+CLI, ``run_study.py`` and every Tune trial validate against :class:`RunConfig`, so a bound
+is written once (label smoothing is ``[0, 1)`` everywhere, not ``< 1`` in one place and
+``<= 0.999`` in another), unknown keys are errors, and a model's role (teacher or student)
+comes from the model registry, not from its name. The KD terms' scales (``s_<term>``) and
+hyperparameters are fields generated from the KD-term registry (losses/registry.py), so a
+new method is searchable, settable and validated without touching this file.
+"""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, Mapping, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+
+from losses import POSTER_VARIANTS, LeveledKDConfig, all_hyperparams, kd_terms, scale_key
+from losses.registry import interval_text
+from models import model_names
+
+from study.distill.spec import RunSpec, TeacherRef
+from study.errors import UserError
+
+#: The poster's named points of the formula: which of (s_kl, s_fm) is on (from the loss's own names).
+VARIANTS = {name: (float("kl" in terms), float("fm" in terms)) for terms, name in POSTER_VARIANTS.items()}
+#: Keys the searcher adds to a trial's config that are not run settings: the arm it picked, and
+#: Optuna's "is this scale exactly 0?" switches (``s_kl_on``).
+SEARCH_BOOKKEEPING = ("arm",)
+
+
+class ConfigError(UserError, ValueError):
+    """A run setting is unknown, of the wrong type or out of range; the message says which and why."""
+
+
+def _student(name: str) -> str:
+    if name not in model_names("student"):
+        raise ValueError(f"valid students are {', '.join(model_names('student'))}")
+    return name
+
+
+def _teachers(value: str) -> str:
+    valid = model_names("teacher")
+    if value != "none" and any(a not in valid for a in value.split("+")):
+        raise ValueError(f"valid teachers are {', '.join(valid)} (joined by '+') or none")
+    return value
+
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+Student = Annotated[str, AfterValidator(_student)]
+Teachers = Annotated[str, AfterValidator(_teachers)]
+Smoothing = Annotated[float, Field(ge=0.0, lt=1.0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Seed = Annotated[int, Field(ge=0, strict=True)]
+Step = Union[PositiveInt, Literal["weak", "strong", "bank"]]
+
+
+class _Base(BaseModel):
+    """The fixed part of a run (the KD terms' fields are added from the registry below)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    student: Student = Field("mlp_1", description="student architecture")
+    teachers: Teachers = Field("none", description="teacher architectures joined by '+', e.g. cnn_1+inn_1, or none")
+    teacher_step: Step | None = Field(None, description="snapshot step of each teacher: a number, weak, strong, "
+                                                        "or 'bank' (all)")
+    teacher_weight: Fraction = Field(0.5, description="mixing weight of the first of two teachers")
+    teacher_label_smoothing: Smoothing = Field(0.0, description="label smoothing the teacher was trained with "
+                                                                "(its own bank)")
+    teacher_seed: Seed = Field(0, description="seed the teachers were trained with (one bank per seed)")
+    alpha: Fraction = Field(0.5, description="weight of the hard-label CE term")
+    label_smoothing: Smoothing = Field(0.0, description="label smoothing on the student's CE term")
+    variant: Literal[tuple(VARIANTS)] | None = Field(  # type: ignore[valid-type]
+        None, description="no_kd, normal_kd, type_1 or type_2 (sets which of s_kl, s_fm are zero)")
+    seed: Seed = Field(0, description="student seed (initialization, batch order)")
+    baseline: bool = Field(False, description="this trial is the study's no-KD baseline (set by the study)")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "_Base":
+        archs = [] if self.teachers == "none" else self.teachers.split("+")
+        if len(set(archs)) != len(archs):
+            raise ValueError(f"teachers={self.teachers!r} names a teacher twice")
+        if len(archs) > 2:
+            raise ValueError(f"teachers={self.teachers!r}: at most two teachers co-advise a student")
+        return self
+
+
+def _kd_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, cls in kd_terms().items():
+        fields[scale_key(name)] = (Annotated[float, Field(ge=0.0)],
+                                   Field(float(cls.default_scale), description=f"scale of the {name} term "
+                                                                               f"({cls.summary})"))
+    for key, hp in all_hyperparams().items():
+        bound = {"gt" if hp.low_open else "ge": hp.low}
+        if hp.high != float("inf"):
+            bound["le"] = hp.high
+        fields[key] = (Annotated[float, Field(**bound)], Field(hp.default, description=hp.help))
+    for arch in model_names("teacher"):
+        fields[f"step_{arch}"] = (PositiveInt | None, Field(None, description=f"snapshot step of the {arch} teacher "
+                                                                               f"(set per teacher by the searcher)"))
+    return fields
+
+
+RunConfig = create_model("RunConfig", __base__=_Base, __doc__="A run's configuration: the study's keys, with "
+                         "types, bounds and defaults, plus each registered KD term's scale and hyperparameters.",
+                         **_kd_fields())
+
+
+def describe_keys() -> dict[str, str]:
+    """Every key a space or ``--set`` may name, with what it means."""
+    return {name: field.description or "" for name, field in RunConfig.model_fields.items()
+            if not name.startswith("step_") and name != "baseline"}
+
+
+def key_table() -> str:
+    """``run_study.py --list-keys``: each key, its default, its range (numbers) and what it means."""
+    rows = []
+    for key, meaning in describe_keys().items():
+        field = RunConfig.model_fields[key]
+        bounds = range_text(key) if any(hasattr(m, a) for m in field.metadata for a in ("ge", "gt", "le", "lt")) else ""
+        rows.append((key, repr(field.default), bounds, meaning))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{k:<{widths[0]}}  {d:<{widths[1]}}  {b:<{widths[2]}}  {m}" for k, d, b, m in rows)
+
+
+BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def range_text(key: str) -> str:
+    """A key's bounds as an interval, from its field's constraints: ``[0, 1]``, ``(0, 100]``, ``[0, inf)``."""
+    bounds = {"low": -math.inf, "high": math.inf, "low_open": False, "high_open": False}
+    for item in RunConfig.model_fields[key].metadata:
+        for attr, side, is_open in (("ge", "low", False), ("gt", "low", True), ("le", "high", False),
+                                    ("lt", "high", True)):
+            if getattr(item, attr, None) is not None:
+                bounds[side], bounds[f"{side}_open"] = getattr(item, attr), is_open
+    return interval_text(**bounds)
+
+
+def _describe(key: str, value: Any, error: dict) -> str:
+    """One pydantic error as one line: ``alpha=1.5 is out of range [0, 1]``."""
+    if error["type"] in BOUND_ERRORS and key in RunConfig.model_fields:
+        return f"{key}={value!r} is out of range {range_text(key)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}={value!r}: {message}" if key else message
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {where!r}; valid keys: {', '.join(describe_keys())}"
+    return _describe(where, first.get("input"), first)
+
+
+_ADAPTERS: dict[str, TypeAdapter] = {}
+
+
+def check_value(key: str, value: Any) -> Any:
+    """Validate one key's value (a space's fixed value, a range bound, a choice, a ``--set``);
+    returns it as the run will see it, or raises :class:`ConfigError` with a one-line message."""
+    fields = RunConfig.model_fields
+    if key not in fields:
+        raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(describe_keys())}")
+    if key not in _ADAPTERS:
+        field = fields[key]
+        _ADAPTERS[key] = TypeAdapter(Annotated[field.annotation, *field.metadata] if field.metadata
+                                     else field.annotation)
+    try:
+        return _ADAPTERS[key].validate_python(value)
+    except ValidationError as error:
+        raise ConfigError(_describe(key, value, error.errors()[0])) from None
+
+
+def validate_run(config: Mapping[str, Any]) -> Any:
+    """A trial's config (sampled and constant values) as a :class:`RunConfig`; the searcher's
+    bookkeeping (the ``arm`` it picked, Optuna's ``<scale>_on`` switches) is dropped first."""
+    values = {k: v for k, v in config.items()
+              if k not in SEARCH_BOOKKEEPING and not (k.endswith("_on") and k[:-3] in RunConfig.model_fields)}
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+
+
+def loss_config(run: Any) -> LeveledKDConfig:
+    """The leveled loss a validated run asks for; ``variant`` switches s_kl / s_fm on or off."""
+    values = run.model_dump()
+    if run.variant is not None:
+        on_kl, on_fm = VARIANTS[run.variant]
+        explicit = run.model_fields_set
+        values["s_kl"] = on_kl * (run.s_kl if "s_kl" in explicit else 1.0)
+        values["s_fm"] = on_fm * (run.s_fm if "s_fm" in explicit else 1.0)
+    try:
+        return LeveledKDConfig.from_flat(values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+# ----------------------------------------------------------------------------- config -> run
+
+def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset: int | None) -> RunSpec:
+    """Turn a trial's config (sampled + constant values) into the run it describes, validated
+    against :class:`RunConfig` (an unknown key or a value out of range is an error)."""
+    run = validate_run(config)
+    archs = [] if run.teachers == "none" else run.teachers.split("+")
+    if len(archs) == 2 and "teacher_weight" in run.model_fields_set:
+        weights = [run.teacher_weight, 1.0 - run.teacher_weight]
+    else:
+        weights = [1.0] * len(archs)
+    refs = tuple(TeacherRef(a, _teacher_step(run, a), w, run.teacher_seed) for a, w in zip(archs, weights))
+    return RunSpec(dataset=dataset, student=run.student, teachers=refs, loss=loss_config(run),
+                   teacher_label_smoothing=run.teacher_label_smoothing, epochs=epochs, seed=run.seed,
+                   train_subset=train_subset)
+
+
+def _teacher_step(run: Any, arch: str) -> int:
+    step = getattr(run, f"step_{arch}")
+    if step is None:
+        step = run.teacher_step if isinstance(run.teacher_step, int) else None
+    if step is None:
+        raise ConfigError(f"teacher {arch} needs a snapshot step (step_{arch} or teacher_step)")
+    return step

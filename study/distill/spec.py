@@ -1,0 +1,165 @@
+"""One distillation run (teacher snapshots -> cached outputs -> student), shared by the
+one-run CLI (``python -m study.distill``) and every Ray Tune trial.
+
+Both describe a run with the same :class:`RunSpec`; this module turns it into a
+:class:`~study.train.trainer.Trainer` whose extra per-sample tensors are the teachers'
+cached outputs, so the training loop itself knows nothing about teachers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+
+from losses import LeveledKDConfig, LeveledKDLoss
+from models import build_model
+
+from study.train.data import ImageData, Shift, Split, evaluation_indices
+from study.train.evaluation import TranslationResult, translation_accuracy
+from study.train.trainer import Callback, TrainConfig, Trainer, inference_model, seed_everything
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """One teacher of a run: architecture, snapshot step, mixing weight and the seed its bank was trained with."""
+
+    arch: str
+    step: int
+    weight: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one student run (what a Tune trial's config resolves to).
+
+    ``loss`` holds alpha, label smoothing and every KD term's scale and hyperparameters
+    (``LeveledKDConfig(s_kl=1.0, temperature=4.0)``; see losses/registry.py).
+    """
+
+    dataset: str = "mnist"
+    student: str = "mlp_1"
+    teachers: tuple[TeacherRef, ...] = ()
+    loss: LeveledKDConfig = field(default_factory=LeveledKDConfig)
+    teacher_label_smoothing: float = 0.0
+    epochs: int = 5
+    seed: int = 0
+    train_subset: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+
+    @property
+    def alpha(self) -> float:
+        return self.loss.alpha
+
+    @property
+    def loss_config(self) -> LeveledKDConfig:
+        """The leveled loss; without teachers the KD terms are off whatever their scales say."""
+        if self.teachers:
+            return self.loss
+        return LeveledKDConfig(self.loss.alpha, self.loss.label_smoothing, scales={n: 0.0 for n in self.loss.scales})
+
+    @property
+    def uses_teachers(self) -> bool:
+        return bool(self.teachers) and self.loss_config.uses_teacher
+
+    def params(self) -> dict[str, object]:
+        """Flat, loggable description (one MLflow param per entry): every KD term's effective
+        scale and the hyperparameters of the terms in use."""
+        flat: dict[str, object] = {k: v for k, v in asdict(self).items() if k not in ("teachers", "loss")}
+        loss = self.loss_config
+        flat.update(alpha=loss.alpha, label_smoothing=loss.label_smoothing, **loss.flat())
+        flat["variant"] = loss.variant
+        flat["teachers"] = "+".join(t.arch for t in self.teachers) or "none"
+        for i, t in enumerate(self.teachers):
+            flat[f"teacher_{i}"] = t.arch
+            flat[f"teacher_{i}_step"] = t.step
+            flat[f"teacher_{i}_weight"] = t.weight
+        flat["teacher_seed"] = self.teachers[0].seed if self.teachers else "none"
+        return flat
+
+
+TeacherOutputs = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs: TeacherOutputs = (),
+                  callbacks: Sequence[Callback] = (), device: str = "auto", precision: str | None = None) -> Trainer:
+    """A ready-to-fit trainer for the student of ``spec``.
+
+    ``teacher_outputs`` holds each teacher's cached (logits, features) on the
+    student's training images, in the order of ``split.train``.
+    """
+    if spec.uses_teachers and len(teacher_outputs) != len(spec.teachers):
+        raise ValueError(f"run has {len(spec.teachers)} teachers but {len(teacher_outputs)} cached outputs")
+    seed_everything(spec.seed)
+    model = build_model(spec.student, data.input_shape, data.num_classes)
+    idx = split.train
+    tensors: dict = {"x": data.train_x[idx], "y": data.train_y[idx]}
+    teacher_dims: list[int] = []
+    weights = None
+    if spec.uses_teachers:
+        if any(len(logits) != len(idx) for logits, _ in teacher_outputs):
+            raise ValueError("teacher outputs must cover exactly the student's training images")
+        tensors["teacher_logits"] = [logits for logits, _ in teacher_outputs]
+        tensors["teacher_features"] = [features for _, features in teacher_outputs]
+        teacher_dims = [features.shape[1] for _, features in teacher_outputs]
+        weights = [t.weight for t in spec.teachers]
+    loss = LeveledKDLoss(spec.loss_config, model.feature_dim, teacher_dims, weights)
+    config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                         weight_decay=spec.weight_decay, seed=spec.seed, device=device,
+                         **({"precision": precision} if precision else {}))
+    return Trainer(model, loss, tensors, config, callbacks)
+
+
+def split_images(data: ImageData, split: Split, which: str, max_images: int | None = None) -> torch.Tensor:
+    """Which images an evaluation of ``which`` uses: rows of ``data.train_x`` (val) or ``data.test_x`` (test).
+
+    ``max_images`` of them, as a seeded, stratified sample of the split
+    (:func:`~study.train.data.evaluation_indices`), never a prefix: a class-sorted dataset would
+    otherwise be scored on its first classes. The sample is the same for every trial of a study
+    and every study with the same budget, which is what makes paired comparisons possible.
+    """
+    if which == "val":
+        return split.val[evaluation_indices(data.train_y[split.val], max_images)]
+    if which == "test":
+        return evaluation_indices(data.test_y, max_images)
+    raise ValueError(f"which must be 'val' or 'test', got {which!r}")
+
+
+def evaluate_split(trainer: Trainer, data: ImageData, split: Split, which: str, shifts: Sequence[Shift],
+                   max_images: int | None = None, keep_per_image: bool = False) -> TranslationResult:
+    """Clean + translated accuracy on ``val`` (for selection) or ``test`` (for reporting only),
+    in the run's precision (bf16 autocast when the student trains in bf16)."""
+    indices = split_images(data, split, which, max_images)
+    x, y = (data.train_x, data.train_y) if which == "val" else (data.test_x, data.test_y)
+    model = inference_model(trainer.model, trainer.device, trainer.precision)
+    return translation_accuracy(model, x[indices], y[indices], shifts, data.fill, device=trainer.device,
+                                keep_per_image=keep_per_image)
+
+
+@dataclass
+class Patience:
+    """Early stopping on a validation metric: stop after ``patience`` epochs without a gain of ``min_delta``.
+
+    Students are trained to convergence (the reproduction's budgets), not for a fixed
+    number of epochs: KD also speeds up learning, and a student compared while still
+    learning could look "more robust" only because it is further along. The state is
+    plain data, saved with every checkpoint, so a restored trial stops where it would have.
+    """
+
+    patience: int
+    min_delta: float = 1e-4
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record the metric of ``epoch``; True when training should stop."""
+        if value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return self.patience > 0 and self.bad_epochs >= self.patience

@@ -1,0 +1,143 @@
+"""The Ray Tune trainable: a plain function of ``config`` around the shared trainer.
+
+Large, fixed inputs arrive through ``tune.with_parameters`` (the object store,
+one copy per node): the dataset and every teacher-output cache the space can ask
+for. A trial reports validation metrics (the objective; the test set is never
+used to choose) every epoch with a checkpoint, so a paused, restored or retried
+trial continues from its last epoch instead of restarting. Test metrics and the
+per-image predictions are added to the final report, for reporting only.
+
+A student stops when its budget of epochs is spent or, with ``patience``, when its
+*clean* validation accuracy stops improving: convergence is a property of fitting the
+task, so the stopping rule does not look at the robustness metric being compared.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+
+from study.train.data import ImageData, shift_grid, train_val_split
+from study.distill.spec import Patience, build_trainer, evaluate_split, split_images
+from study.cluster.faults import raise_once_if_asked
+from study.train.predictions import save_predictions
+from study.distill.config import run_spec
+from study.train.trainer import EveryEpoch, Trainer
+
+CHECKPOINT_FILE = "trainer.pt"
+PREDICTIONS_FILE = "predictions.npz"
+SPEC_FILE = "spec.json"
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Study-wide settings every trial shares (the budget flags of ``run_study.py``)."""
+
+    dataset: str
+    epochs: int
+    train_subset: int | None
+    data_seed: int = 0
+    val_images: int | None = 1000
+    test_images: int | None = None
+    device: str = "auto"
+    #: stop a student after this many epochs without a validation gain (0: train all ``epochs``)
+    patience: int = 0
+    #: the driver's ``--precision``, carried in the settings so that remote workers use it too
+    precision: str = "auto"
+
+
+def cache_key(arch: str, label_smoothing: float, step: int, seed: int = 0) -> str:
+    return f"{arch}|ls{label_smoothing:g}|seed{seed}|{step}"
+
+
+def as_arrays(logits: torch.Tensor, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy arrays travel through Ray's object store zero-copy (shared memory, one copy per node)."""
+    return logits.numpy(), features.numpy()
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # object-store arrays are read-only views; indexing copies, so sharing them is safe
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def train_student(config: dict[str, Any], data: ImageData, settings: StudySettings,
+                  caches: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """One trial: build the run from ``config``, train, report every epoch, evaluate once at the end.
+
+    Every epoch reports validation metrics (ASHA's and the patience rule's signal) with a
+    checkpoint. The last report (budget reached, or validation stopped improving) adds the
+    test metrics, ``final=1``, and a per-image predictions file in its checkpoint, which the
+    driver keeps beside the study and logs to MLflow. ``time_*`` metrics split the trial's
+    wall time into optimizer steps, evaluation and checkpointing, for the efficiency benchmark.
+    """
+    started = time.perf_counter()
+    spec = run_spec(config, dataset=settings.dataset, epochs=settings.epochs, train_subset=settings.train_subset)
+    # the subset is the study's (data_seed), the same for every trial; spec.seed drives init and order
+    split = train_val_split(data, settings.train_subset, seed=settings.data_seed)
+    outputs = []
+    if spec.uses_teachers:
+        for ref in spec.teachers:
+            logits, features = caches[cache_key(ref.arch, spec.teacher_label_smoothing, ref.step, ref.seed)]
+            outputs.append((_tensor(logits), _tensor(features)))  # cached on split.train, in its order
+    shifts = shift_grid()
+    patience = Patience(settings.patience)
+    clock = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "mark": 0.0}
+
+    def report(trainer: Trainer) -> None:
+        raise_once_if_asked(trainer.epoch)  # test-only, off unless $LEVELED_KD_FAULT_RAISE_ONCE is set
+        now = time.perf_counter()
+        clock["train"] += now - clock["mark"]
+        val = evaluate_split(trainer, data, split, "val", shifts, settings.val_images, keep_per_image=True)
+        stop = patience.update(val.clean_acc, trainer.epoch)
+        final = stop or trainer.epoch >= spec.epochs
+        metrics: dict[str, Any] = {"epoch": trainer.epoch, **{f"loss_{k}": v for k, v in trainer.last_losses.items()},
+                                   **val.metrics("val_")}
+        with tempfile.TemporaryDirectory() as folder:
+            if final:
+                trainer.should_stop = True
+                metrics.update(final=1, stopped_early=int(trainer.epoch < spec.epochs), epochs_trained=trainer.epoch)
+                test = evaluate_split(trainer, data, split, "test", shifts, settings.test_images, keep_per_image=True)
+                save_predictions(os.path.join(folder, PREDICTIONS_FILE), {
+                    "val": val.per_image(split_images(data, split, "val", settings.val_images)),
+                    "test": test.per_image(split_images(data, split, "test", settings.test_images))})
+                metrics.update(test.metrics("test_"))
+            clock["eval"] += time.perf_counter() - now
+            mark = time.perf_counter()
+            torch.save({**trainer.state_dict(), "patience": asdict(patience)}, os.path.join(folder, CHECKPOINT_FILE))
+            clock["checkpoint"] += time.perf_counter() - mark
+            metrics.update({f"time_{k}_s": v for k, v in clock.items() if k != "mark"},
+                           time_trial_s=time.perf_counter() - started)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        clock["mark"] = time.perf_counter()
+
+    trainer = build_trainer(spec, data, split, outputs, callbacks=[EveryEpoch(report)], device=settings.device,
+                            precision=settings.precision)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(os.path.join(folder, CHECKPOINT_FILE), weights_only=True, map_location=trainer.device)
+        trainer.load_state_dict(state)
+        patience = Patience(**state.get("patience", {"patience": settings.patience}))
+    clock["setup"] = time.perf_counter() - started
+    clock["mark"] = time.perf_counter()
+    trainer.fit()
+
+
+def load_student(checkpoint_dir: str, config: dict[str, Any], data: ImageData, settings: StudySettings) -> torch.nn.Module:
+    """The student model saved in a trial checkpoint (for logging the best trials' models)."""
+    from models import build_model
+
+    spec = run_spec(config, dataset=settings.dataset, epochs=settings.epochs, train_subset=settings.train_subset)
+    model = build_model(spec.student, data.input_shape, data.num_classes)
+    state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
+    model.load_state_dict(state["model"])
+    return model

@@ -1,0 +1,88 @@
+"""Stage 1 of a study: build every teacher bank the space can use, once, as Ray tasks.
+
+One task per teacher (on its own GPU when the cluster has GPUs): it trains or
+extends the snapshot bank and computes the output caches the space's trials
+will ask for, so stage 2 only reads them. Banks live under a directory every
+node can reach (``--bank-dir`` / ``$LEVELED_KD_BANK`` on a cluster).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import ray
+import torch
+
+from study.train.data import ImageData
+from study.train.runtime import set_cpu_threads
+from study.teachers.bank import TeacherBank, TeacherSpec
+
+
+def _task_cpus() -> float | None:
+    """CPUs Ray gave the running task (None outside a task)."""
+    try:
+        return ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # not in a Ray worker
+        return None
+
+
+def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: int, cache_steps: Sequence[int],
+                indices: torch.Tensor, eval_images: int, device: str) -> dict:
+    """The bank's manifest plus ``started`` / ``finished`` (epoch seconds, measured in the task):
+    the teacher's MLflow run spans its real training and caching, not the driver's logging."""
+    started = time.time()
+    # as many torch threads as the task's CPUs: more than that oversubscribes the cores other tasks use
+    set_cpu_threads(_task_cpus())
+    bank = TeacherBank(bank_root, spec, eval_images)
+    bank.ensure(data, max_steps, device=device, progress=lambda msg: print(msg, flush=True))
+    for step in cache_steps:
+        bank.outputs(step, data, indices, device=device)
+    return {**bank.manifest(), "started": started, "finished": time.time()}
+
+
+def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root: Path, max_steps: int,
+                        cache_steps: Mapping[str, Sequence[int]], indices: torch.Tensor, eval_images: int,
+                        device: str = "auto",
+                        cpus_per_teacher: float = 1.0, gpus_per_teacher: int | None = None,
+                        progress: Callable[[str], None] = print) -> dict[TeacherSpec, dict]:
+    """Run one Ray task per teacher; returns each bank's manifest.
+
+    ``cache_steps`` maps an architecture to the snapshot steps whose output caches trials will read.
+
+    ``gpus_per_teacher``: None = one GPU when the cluster has GPUs now. An autoscaling cluster
+    may have none yet (GPU workers still booting, or min_workers 0): pass 1 to wait for one.
+    """
+    if not specs:
+        return {}
+    gpus = gpus_per_teacher if gpus_per_teacher is not None else \
+        1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=cpus_per_teacher, num_gpus=gpus, max_retries=2)(_build_bank)
+    data_ref = ray.put(data)
+    pending = {task.remote(spec, data_ref, str(bank_root), max_steps, list(cache_steps.get(spec.arch, ())), indices,
+                           eval_images, device): spec for spec in specs}
+    manifests: dict[TeacherSpec, dict] = {}
+    reported = {spec: set(TeacherBank(bank_root, spec).steps()) for spec in specs}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+        for spec in pending.values():  # the tasks write their manifests as they go: show new snapshots
+            _report_new_snapshots(TeacherBank(bank_root, spec), reported[spec], max_steps, progress)
+        for ref in done:
+            spec = pending.pop(ref)
+            manifests[spec] = ray.get(ref)
+            steps = sorted(map(int, manifests[spec]["snapshots"]))
+            progress(f"teacher {spec.key}: {len(steps)} snapshots (up to step {steps[-1]}) ready")
+    return manifests
+
+
+def _report_new_snapshots(bank: TeacherBank, reported: set[int], max_steps: int,
+                          progress: Callable[[str], None]) -> None:
+    try:
+        snapshots = bank.manifest()["snapshots"]
+    except Exception:  # being written right now: next time
+        return
+    for step in sorted(int(s) for s in snapshots if int(s) not in reported):
+        record = snapshots[str(step)]
+        progress(f"teacher {bank.spec.key} step {step}/{max_steps}: clean {record['clean_acc']:.4f} "
+                 f"translated {record['translated_acc']:.4f}")
+        reported.add(step)

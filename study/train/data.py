@@ -1,0 +1,260 @@
+"""Datasets as in-memory tensors, seeded splits, and translated test sets.
+
+Everything a trial needs fits in memory (MNIST train is 188 MB as float32), so
+datasets are loaded once into normalized tensors and batches are slices by a
+permutation: no DataLoader, no per-sample Python in the hot path.
+
+Translation (the study's robustness probe) shifts whole images by (dx, dy)
+pixels with zero fill, i.e. black background in pixel space; on normalized
+tensors that is the per-channel value ``(0 - mean) / std`` (:attr:`ImageData.fill`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from study.errors import UserError
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+
+#: The 8 compass directions as unit (dx, dy); +dx is right, +dy is down.
+COMPASS = ((0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1))
+#: Default shift magnitudes in pixels: 0 plus these in each compass direction (33 shifts).
+DEFAULT_MAGNITUDES = (2, 4, 6, 8)
+
+Shift = tuple[int, int]
+
+
+class DataNotFoundError(UserError, RuntimeError):
+    """A dataset is neither on disk nor downloadable; the message says how to provide it."""
+
+
+@dataclass
+class ImageData:
+    """A dataset held in memory: normalized float32 images [N, C, H, W] and int64 labels."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def fill(self) -> torch.Tensor:
+        """Per-channel normalized value of a black pixel: what translation fills in."""
+        return torch.tensor([-m / s for m, s in zip(self.mean, self.std)])
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_dataset(name: str, root: str | os.PathLike, download: bool = True) -> ImageData:
+    """Load ``name`` from ``root`` (torchvision layouts), downloading it if allowed and missing.
+
+    CIFAR-10 is read from torchvision's ``cifar-10-batches-py`` or, failing that,
+    from an ImageFolder JPEG layout ``root/cifar10-jpeg/{train,test}/<class>/``.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
+    root = Path(root).expanduser()
+    loader = {"mnist": _load_idx, "fashion_mnist": _load_idx, "cifar10": _load_cifar10}[name]
+    (train_x, train_y), (test_x, test_y) = loader(name, root, download)
+    x = train_x.float().div_(255)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3))
+    def normalize(images: torch.Tensor) -> torch.Tensor:
+        return images.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    return ImageData(
+        name=name,
+        train_x=normalize(train_x), train_y=train_y.long(),
+        test_x=normalize(test_x), test_y=test_y.long(),
+        num_classes=int(train_y.max()) + 1,
+        mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+    )
+
+
+def _missing(name: str, root: Path, reason: object) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"{name} not found under {root} and could not be downloaded ({reason}); "
+        f"pass --data-root with torchvision's files, e.g. laid out by scripts/prepare_data.sh DIR"
+    )
+
+
+def _load_idx(name: str, root: Path, download: bool):
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
+    try:
+        splits = [cls(root=str(root), train=train, download=False) for train in (True, False)]
+    except RuntimeError as not_found:
+        if not download:
+            raise _missing(name, root, "downloads disabled") from not_found
+        try:
+            splits = [cls(root=str(root), train=train, download=True) for train in (True, False)]
+        except Exception as error:  # no network, mirror down, read-only root...
+            raise _missing(name, root, error) from error
+    return [(d.data.unsqueeze(1), d.targets) for d in splits]
+
+
+def _load_cifar10(name: str, root: Path, download: bool):
+    from torchvision import datasets
+
+    if (root / "cifar10-jpeg" / "test").is_dir():
+        return [_load_image_folder(root / "cifar10-jpeg" / split) for split in ("train", "test")]
+    try:
+        splits = [datasets.CIFAR10(root=str(root), train=t, download=download) for t in (True, False)]
+    except Exception as error:
+        raise _missing(name, root, error) from error
+    return [(torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets)) for d in splits]
+
+
+def _load_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode an ImageFolder tree of JPEGs into uint8 [N, 3, H, W], cached as one .pt beside it."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    cache = folder.parent / f".{folder.name}-tensors.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        return saved["x"], saved["y"]
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((folder / cls).iterdir()):
+            images.append(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
+            labels.append(label)
+    x, y = torch.stack(images), torch.tensor(labels)
+    try:
+        torch.save({"x": x, "y": y}, cache)
+    except OSError:
+        pass  # read-only data root: decode again next time
+    return x, y
+
+
+# ----------------------------------------------------------------------------- splits
+
+def stratified_indices(labels: torch.Tensor, fraction: float | None = None, count: int | None = None,
+                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split positions ``0..len(labels)-1`` into (chosen, rest), per class, seeded.
+
+    Choose either a ``fraction`` of every class or ``count`` positions in total
+    (spread over classes in proportion to their sizes).
+    """
+    if (fraction is None) == (count is None):
+        raise ValueError("give exactly one of fraction or count")
+    n = len(labels)
+    if count is not None and not 0 < count <= n:
+        raise ValueError(f"subset size must be in 1..{n}, got {count}")
+    generator = torch.Generator().manual_seed(seed)
+    classes, sizes = torch.unique(labels, return_counts=True)
+    total = int(round(fraction * n)) if fraction is not None else int(count)
+    # largest-remainder quotas: proportional per class and exactly ``total`` overall
+    exact = sizes.double() * total / n
+    quotas = exact.floor().long()
+    quotas[torch.argsort(exact - quotas, descending=True)[: total - int(quotas.sum())]] += 1
+    chosen = []
+    for cls, quota in zip(classes, quotas.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)][:quota])
+    picked = torch.cat(chosen).sort().values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[picked] = False
+    return picked, torch.nonzero(mask).flatten()
+
+
+#: Seed of every evaluation subset (test, validation, teacher-snapshot scoring): fixed, so every
+#: trial and every study that asks for the same number of images scores the same images.
+EVAL_SEED = 0
+#: How evaluation subsets are drawn, as studies and bank manifests record it. Before this existed,
+#: a subset was a prefix of its split (``"prefix"``), which on a class-sorted dataset (an image
+#: folder read class by class, e.g. the offline CIFAR-10) held only the first classes.
+EVAL_SUBSET = "stratified"
+
+
+def evaluation_indices(labels: torch.Tensor, size: int | None = None, seed: int = EVAL_SEED) -> torch.Tensor:
+    """Positions (sorted) of ``size`` items of ``labels`` to evaluate on: a seeded, stratified sample,
+    so every class is in it in proportion whatever order the dataset is stored in; all of them when
+    ``size`` is None, 0 or at least ``len(labels)``.
+
+    Never a prefix: a dataset's order is not to be trusted (an image folder is read class by class).
+    The same ``labels``, ``size`` and ``seed`` give the same positions, so paired comparisons
+    across trials and studies hold.
+    """
+    n = len(labels)
+    if not size or size >= n:
+        return torch.arange(n)
+    if size < 0:
+        raise ValueError(f"an evaluation subset needs a positive size, got {size}")
+    return stratified_indices(labels, count=size, seed=seed)[0]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into ``ImageData.train_*``: what a student trains on and what selects hyperparameters."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+
+
+#: The validation split is a fixed property of a dataset (10%, stratified, seed 0): teachers
+#: never train on it and every study selects on the same images, whatever its budget.
+VAL_FRACTION = 0.1
+VAL_SEED = 0
+
+
+def train_val_split(data: ImageData, train_subset: int | None = None, seed: int = 0,
+                    val_fraction: float = VAL_FRACTION) -> Split:
+    """Hold out the stratified validation split, then optionally subsample the rest (seeded by ``seed``).
+
+    The test set is never used to select hyperparameters, only to report.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    val, rest = stratified_indices(data.train_y, fraction=val_fraction, seed=VAL_SEED)
+    if train_subset is not None and train_subset < len(rest):
+        picked, _ = stratified_indices(data.train_y[rest], count=train_subset, seed=seed + 1)
+        rest = rest[picked]
+    return Split(train=rest, val=val)
+
+
+# ----------------------------------------------------------------------------- translation
+
+def shift_grid(magnitudes: Sequence[int] = DEFAULT_MAGNITUDES) -> list[Shift]:
+    """(0, 0) followed by every magnitude in each of the 8 compass directions."""
+    if any(m <= 0 for m in magnitudes):
+        raise ValueError(f"shift magnitudes must be positive, got {list(magnitudes)}")
+    return [(0, 0)] + [(m * ux, m * uy) for m in magnitudes for ux, uy in COMPASS]
+
+
+def translated_views(images: torch.Tensor, shifts: Sequence[Shift],
+                     fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """All shifted copies at once: [S, N, C, H, W] for ``images`` [N, C, H, W].
+
+    Pixel (y, x) moves to (y + dy, x + dx); what leaves the frame is gone and
+    what enters is ``fill`` (a scalar or one value per channel).
+    """
+    n, c, h, w = images.shape
+    pad = max([0] + [max(abs(dx), abs(dy)) for dx, dy in shifts])
+    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device).reshape(-1)
+    canvas = fill.view(1, -1, 1, 1).expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+    canvas[:, :, pad:pad + h, pad:pad + w] = images
+    return torch.stack([canvas[:, :, pad - dy:pad - dy + h, pad - dx:pad - dx + w] for dx, dy in shifts])
+
+
+def translate(images: torch.Tensor, dx: int, dy: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Shift every image by (dx, dy) pixels with ``fill`` where nothing was."""
+    return translated_views(images, [(dx, dy)], fill)[0]
+
+
+def shift_name(shift: Shift) -> str:
+    """Metric-name-safe label of a shift, e.g. ``dx_2_dy_-2``."""
+    return f"dx_{shift[0]}_dy_{shift[1]}"
