@@ -50,6 +50,8 @@ def test_mlflow_holds_study_teacher_and_trial_runs(tiny_study):
         assert {"val_clean_acc", "val_translated_acc", "loss_ce", "loss_total", "test_translated_acc",
                 "val_acc_shift/dx_2_dy_0"} <= set(trial.data.metrics)
         assert trial.data.tags["state"] == "completed" and trial.info.status == "FINISHED"
+        if trial.data.params["variant"] != "no_kd":  # a KD trial: its teacher on its test images, its transfer
+            assert "teacher_test_translated_acc" in trial.data.metrics  # (the ratio too, where the teacher beats no KD)
     artifacts = {a.path for a in client.list_artifacts(parent_id, "reports")}
     assert {"reports/trials.csv", "reports/optimization_history.html", "reports/param_importances.html"} <= artifacts
     models = client.search_logged_models([parent.info.experiment_id])
@@ -68,6 +70,19 @@ def test_reports_are_written_and_summary_printed(tiny_study):
 
     table = pd.read_csv(reports / "trials.csv")
     assert len(table) == 4 and set(table["state"]) == {"completed"}
+    # every KD trial's teacher was scored on the students' own test images, and its transfer ratio kept
+    from study.analysis.studies import TEACHER_PREDICTIONS, teacher_predictions_name
+    from study.train.predictions import load_predictions
+
+    kd = table[table["variant"] != "no_kd"]
+    assert not kd.empty and kd["teacher_test_translated_acc"].notna().all()
+    student = load_predictions(out / "studies" / "leveled_kd-mnist" / "predictions" / f"{kd['trial_id'].iloc[0]}.npz")
+    for _, row in kd.iterrows():
+        teacher = load_predictions(out / "studies" / "leveled_kd-mnist" / "predictions" / TEACHER_PREDICTIONS /
+                                   teacher_predictions_name("cnn_1", 0.0, 0, int(row["teacher_step"])))["test"]
+        assert teacher.accuracy("translated") == pytest.approx(row["teacher_test_translated_acc"])
+        assert list(teacher.indices) == list(student["test"].indices)
+    assert "test_transfer_translated" in table
     assert "gain over no KD" in result.stdout and "best (by validation" in result.stdout
     state = json.loads((out / "studies" / "leveled_kd-mnist" / "study.json").read_text())
     assert state["status"] == "finished"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from study.analysis.tables import baseline_of
@@ -74,6 +75,30 @@ def teacher_accuracies(trials: pd.DataFrame, study_dir: Path | Sequence[Path]) -
     return {"teacher_clean_acc": sum(clean) / len(clean), "teacher_translated_acc": sum(translated) / len(translated)}
 
 
+def transfer_columns(predictions: Any, trials: pd.DataFrame, no_kd: pd.DataFrame, n_boot: int) -> dict[str, Any]:
+    """An arm's teacher, scored on the arm's own test images (mean over teacher seeds), and its
+    transfer ratios with 95% intervals (:mod:`study.analysis.transfer`) against the same student's
+    no-KD runs; empty when the arm has no single teacher or the study kept no teacher evaluations."""
+    from study.analysis.studies import Skip
+    from study.analysis.transfer import TRANSFER_METRICS, transfer_ratio
+
+    try:
+        teachers = predictions.teachers(trials)
+        (arm, _), (base, _) = predictions.arm(trials), predictions.arm(no_kd)
+    except (Skip, ValueError):
+        return {}
+    out: dict[str, Any] = {f"teacher_test_{m}_acc": float(np.mean([t.accuracy(m) for t in teachers.values()]))
+                           for m in ("clean", "translated", "small_shift")}
+    for metric in TRANSFER_METRICS:
+        try:
+            ratio = transfer_ratio(arm, base, teachers, metric, n_boot=n_boot)
+        except ValueError:
+            continue
+        out.update({f"transfer_{metric}": ratio.estimate, f"transfer_{metric}_low": ratio.ci_low,
+                    f"transfer_{metric}_high": ratio.ci_high})
+    return out
+
+
 def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: int = 10_000, versus: str | None = None) -> pd.DataFrame:
     """One row per arm of a controlled study (spaces with ``arms``): its means over seeds
     (:func:`arm_means`), and its paired effect on test translated accuracy against the no-KD
@@ -116,7 +141,8 @@ def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: i
                 rows.append(described("no KD", base, True))
     for arm, trials in done[done["arm"].notna() & (done["arm"] != versus)].groupby("arm", sort=False):
         row = described(arm, trials, False)
-        reference = versus_rows if versus is not None else baseline_of(done, row["student"]).assign(teacher_seed=None)
+        no_kd = baseline_of(done, row["student"]).assign(teacher_seed=None)
+        reference = versus_rows if versus is not None else no_kd
         try:
             (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(reference)
             effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
@@ -124,6 +150,7 @@ def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: i
                        n=effect.n)
         except (Skip, ValueError):
             pass  # no per-image results or no baseline of this student: means only
+        row.update(transfer_columns(predictions, trials, no_kd, n_boot))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if "p" in frame:
@@ -145,8 +172,8 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
 
     header = ("| arm | student | teacher clean / translated | trials | epochs | val translated | test clean "
               "| test translated | small shift | translated / clean | student-seed std "
-              f"| vs {versus} [95% CI] | Holm p |")
-    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+              f"| vs {versus} [95% CI] | Holm p | transfer, translated [95% CI] | transfer, small shift [95% CI] |")
+    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
     for r in frame.to_dict("records"):
         effect = (f"{r['effect']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
                   if pd.notna(r.get("effect", float("nan"))) else ("reference" if r.get("reference") else "n/a"))
@@ -155,18 +182,27 @@ def arms_markdown(frame: pd.DataFrame, versus: str = "no KD") -> str:
         translated = _number(r.get("test_translated_acc", float("nan")))
         if pd.notna(r.get("teacher_seed_std", float("nan"))):
             translated += f" ± {r['teacher_seed_std']:.4f}"
-        teacher = (f"{r['teacher_clean_acc']:.3f} / {r['teacher_translated_acc']:.3f}"
-                   if pd.notna(r.get("teacher_clean_acc", float("nan"))) else "")
+        if pd.notna(r.get("teacher_test_clean_acc", float("nan"))):  # on the students' own test images
+            teacher = f"{r['teacher_test_clean_acc']:.3f} / {r['teacher_test_translated_acc']:.3f}"
+        elif pd.notna(r.get("teacher_clean_acc", float("nan"))):  # the bank's scoring images (older studies)
+            teacher = f"{r['teacher_clean_acc']:.3f} / {r['teacher_translated_acc']:.3f}*"
+        else:
+            teacher = ""
+        transfer = [f"{r[f'transfer_{m}']:.3f} [{r[f'transfer_{m}_low']:.3f}, {r[f'transfer_{m}_high']:.3f}]"
+                    if pd.notna(r.get(f"transfer_{m}", float("nan"))) else "" for m in ("translated", "small_shift")]
         lines.append(f"| {name} | {r.get('student')} | {teacher} | {r.get('trials', '')} "
                      f"| {_number(r.get('epochs_done', float('nan')), '.1f')} "
                      f"| {_number(r.get('val_translated_acc', float('nan')))} "
                      f"| {_number(r.get('test_clean_acc', float('nan')))} | {translated} "
                      f"| {_number(r.get('test_small_shift_acc', float('nan')))} "
                      f"| {_number(r.get('test_translated_over_clean', float('nan')))} "
-                     f"| {_number(r.get('student_seed_std', float('nan')))} | {effect} | {p} |")
+                     f"| {_number(r.get('student_seed_std', float('nan')))} | {effect} | {p} "
+                     f"| {transfer[0]} | {transfer[1]} |")
     lines.append("")
-    lines.append("Teacher: the mean over the arm's teacher seeds of its snapshot's accuracy in the bank's "
-                 "manifest (scored on the bank's evaluation images when saved). "
+    lines.append("Teacher: the mean over the arm's teacher seeds of its snapshot's accuracy on the students' test "
+                 "images, by the same evaluator (* where a study kept no teacher evaluations: the bank's "
+                 "scoring images). Transfer: (student - no KD) / (teacher - no KD), 0 = no KD's robustness, "
+                 "1 = the teacher's, with a 95% paired bootstrap interval over seeds and images. "
                  "± is the std across teacher seeds of each teacher seed's mean; the student-seed std is "
                  "averaged within teacher seeds; epochs and the metrics are means over the arm's trials; Holm's "
                  "correction is over the arms of this table.")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
 from study.analysis.tables import baseline_rows, best_trials, kd_columns
+from study.train.predictions import PerImage
 
 SHIFT_COLUMN = re.compile(r"^(val|test)_acc_shift/dx_(-?\d+)_dy_(-?\d+)$")
 
@@ -30,16 +31,29 @@ def shift_curve(row: pd.Series, split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(points).groupby("shift_px", as_index=False)["accuracy"].mean()
 
 
-def figure_shift_curves(table: pd.DataFrame) -> go.Figure:
+def per_image_curve(result: PerImage) -> pd.DataFrame:
+    """Accuracy vs shift magnitude (mean over the 8 directions) of one per-image evaluation."""
+    points = pd.DataFrame({"shift_px": [max(abs(dx), abs(dy)) for dx, dy in result.shifts],
+                           "accuracy": result.correct.mean(axis=1)})
+    return points.groupby("shift_px", as_index=False)["accuracy"].mean()
+
+
+def figure_shift_curves(table: pd.DataFrame, teachers: Mapping[str, PerImage] | None = None) -> go.Figure:
+    """Test accuracy vs shift of the best trials, the no-KD baseline and (``teachers``: label ->
+    per-image evaluation on the same test images) the teachers they learned from, so the gap a
+    student closes between no KD and its teacher shows at a glance."""
     curves = []
     for label, rows in (("no KD (baseline)", baseline_rows(table)), ("best", best_trials(table))):
         for _, row in rows.iterrows():
             curve = shift_curve(row)
             name = label if label.startswith("no KD") else f"{row['variant']} {row['teachers']} ({row['trial_id']})"
             curves.append(curve.assign(trial=f"{name} seed {row.get('seed', '')}"))
+    for label, result in (teachers or {}).items():
+        curves.append(per_image_curve(result).assign(trial=f"teacher {label}"))
     data = pd.concat(curves) if curves else pd.DataFrame(columns=["shift_px", "accuracy", "trial"])
     fig = px.line(data, x="shift_px", y="accuracy", color="trial", markers=True,
-                  title="Test accuracy vs translation (mean over 8 directions): best trials vs no KD")
+                  title="Test accuracy vs translation (mean over 8 directions): best trials, their teachers, no KD")
+    fig.update_traces(line_dash="dash", selector=lambda trace: str(trace.name).startswith("teacher "))
     fig.update_layout(xaxis_title="shift (pixels)", yaxis_title="test accuracy", yaxis_range=[0, 1])
     return fig
 

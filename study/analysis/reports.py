@@ -51,6 +51,28 @@ def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> 
     return gains
 
 
+def best_transfer(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> dict[str, dict[str, Any]]:
+    """The validation-best trial's transfer ratios (:mod:`study.analysis.transfer`) against its teacher
+    and the no-KD student of its seed, on its test images: ``{metric: {estimate, ci_low, ci_high,
+    student, baseline, teacher, text}}``; empty without a single teacher or its evaluation."""
+    from study.analysis.studies import Predictions, Skip
+    from study.analysis.transfer import TRANSFER_METRICS, transfer_ratio
+
+    best = best_trials(table, k=1)
+    base = baseline_of(table, best["student"].iloc[0] if not best.empty and "student" in best else None)
+    if best.empty or base.empty:
+        return {}
+    predictions = Predictions(study_dir, "test")
+    try:
+        teachers = predictions.teachers(best)
+        (arm, _), (no_kd, _) = predictions.arm(best), predictions.arm(base.assign(teacher_seed=None))
+        ratios = [transfer_ratio(arm, no_kd, teachers, metric, n_boot=n_boot) for metric in TRANSFER_METRICS]
+    except (Skip, ValueError):
+        return {}
+    return {r.metric: {"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high, "student": r.student,
+                       "baseline": r.baseline, "teacher": r.teacher, "text": r.format()} for r in ratios}
+
+
 def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any]:
     """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
     (with paired confidence intervals when ``study_dir/predictions`` holds the trials' per-image results)."""
@@ -75,6 +97,9 @@ def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any
         gains = paired_gains(table, study_dir)
         if gains:
             out["paired_gain"] = gains
+        transfer = best_transfer(table, study_dir)
+        if transfer:
+            out["transfer"] = transfer
         arms = arm_effects(table, study_dir)
         if not arms.empty:
             out["arms"] = arms.astype(object).where(arms.notna(), None).to_dict("records")  # JSON: null, not NaN
@@ -107,6 +132,13 @@ def format_summary(s: dict[str, Any]) -> str:
                  "translated_over_clean": "translated / clean"}
         for metric, gain in s["paired_gain"].items():
             lines.append(f"  {names.get(metric, metric):<24} {gain['text']}")
+    if "transfer" in s:
+        t = s["transfer"]["translated"]
+        lines.append(f"transfer of the teacher's robustness (student - no KD) / (teacher - no KD), same images "
+                     f"(teacher: translated {t['teacher']:.4f}):")
+        names = {"translated": "translated (32 shifts)", "small_shift": "small shifts (2-4 px)"}
+        for metric, ratio in s["transfer"].items():
+            lines.append(f"  {names.get(metric, metric):<24} {ratio['text']}")
     if "arms" in s:
         lines.append("arms (means over seeds; effect on test translated vs the same student's no-KD baseline, "
                      "paired over seeds and images):")

@@ -123,6 +123,17 @@ def normalise(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+#: Where a study keeps its teachers' per-image test results, beside its trials' (``predictions/``).
+TEACHER_PREDICTIONS = "teachers"
+
+
+def teacher_predictions_name(arch: str, label_smoothing: float, seed: int, step: int) -> str:
+    """``cnn_1-seed0-step2500.npz`` (``cnn_2-ls0.1-seed1-step250.npz``): one teacher snapshot's
+    per-image test results, on the study's test images."""
+    ls = f"-ls{label_smoothing:g}" if label_smoothing else ""
+    return f"{arch}{ls}-seed{seed}-step{step}.npz"
+
+
 class Predictions:
     """Test (or validation) per-image results of the trials of a study, or of pooled studies, read
     once each. Trial ids are unique across studies (random); one found in two pooled studies is
@@ -144,6 +155,24 @@ class Predictions:
                 raise Skip(f"{paths[0]} has no {self.split!r} split")
             self._cache[trial_id] = results[self.split]
         return self._cache[trial_id]
+
+    def teachers(self, rows: pd.DataFrame) -> dict[int | None, PerImage]:
+        """The per-image test results of the one teacher snapshot each teacher seed of ``rows`` (an
+        arm with a single teacher and step) distilled from; :class:`Skip` when the arm has several
+        teachers or steps, or a study did not keep its teachers' results."""
+        arch = set(rows["teachers"].astype(str)) if "teachers" in rows else set()
+        steps = set(rows["teacher_step"].dropna().astype(int)) if "teacher_step" in rows else set()
+        if len(arch) != 1 or len(steps) != 1 or "+" in next(iter(arch)) or "none" in arch:
+            raise Skip("a transfer ratio needs an arm with one teacher at one snapshot")
+        smoothing = float(rows["teacher_label_smoothing"].fillna(0).iloc[0]) if "teacher_label_smoothing" in rows else 0.0
+        out: dict[int | None, PerImage] = {}
+        for seed in sorted(set(rows["teacher_seed"].dropna().astype(int))):
+            name = teacher_predictions_name(next(iter(arch)), smoothing, seed, next(iter(steps)))
+            paths = [f / TEACHER_PREDICTIONS / name for f in self.folders if (f / TEACHER_PREDICTIONS / name).is_file()]
+            if not paths:
+                raise Skip(f"no teacher evaluation {name} in {', '.join(map(str, self.folders))}")
+            out[seed] = load_predictions(paths[0])[self.split]
+        return out
 
     def arm(self, rows: pd.DataFrame) -> tuple[dict[Unit, PerImage], int]:
         """The arm's units and how many replicate trials were left out.

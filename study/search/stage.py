@@ -104,9 +104,13 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
     reports = study.dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     table = trials_table(rows)
+    teachers = _evaluate_teachers(table, study, data, settings)
+    table = _with_transfers(table, study.dir, tracker, parent_id)
     paths = write_table(table, reports) if not table.empty else []
+    best_keys = {_teacher_key(row) for _, row in best_trials(table).iterrows()} if not table.empty else set()
+    best_teachers = {label: result for label, (key, result) in teachers.items() if key in best_keys}
     figures = {"translated_vs_teacher_step": figure_vs_teacher_step(table),
-               "accuracy_vs_shift": figure_shift_curves(table)} if not table.empty else {}
+               "accuracy_vs_shift": figure_shift_curves(table, best_teachers)} if not table.empty else {}
     try:
         import warnings
 
@@ -128,11 +132,68 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
         tracker.log_artifact(parent_id, path, "reports")
     _log_best_models(table, checkpoints, tracker, parent_id, data, settings, reports, args.keep_best, result_summary)
     tracker.log_metrics(parent_id, {k: v for k, v in result_summary.items() if k.startswith("gain_")}, step=0)
+    tracker.log_metrics(parent_id, {f"transfer_{m}": t["estimate"] for m, t in result_summary.get("transfer", {}).items()
+                                    if t["estimate"] == t["estimate"]}, step=0)
     tracker.set_tags(parent_id, {"status": status})
     if status == "finished":
         tracker.finish(parent_id)
     print(format_summary(result_summary))
     return {"status": status, "finished": finished, "summary": result_summary}
+
+
+def _teacher_key(row: pd.Series) -> tuple | None:
+    """(architecture, step, label smoothing, teacher seed) of a completed single-teacher KD trial."""
+    arch = row.get("teachers")
+    if row.get("state") != "completed" or row.get("variant") == "no_kd" or not isinstance(arch, str) \
+            or arch == "none" or "+" in arch or pd.isna(row.get("teacher_step")):
+        return None
+    seed = row.get("teacher_seed")
+    return (arch, int(row["teacher_step"]), float(row.get("teacher_label_smoothing") or 0.0),
+            0 if seed is None or pd.isna(seed) else int(seed))
+
+
+def _evaluate_teachers(table: pd.DataFrame, study, data, settings: StudySettings) -> dict[str, tuple]:
+    """Score every teacher snapshot a completed trial distilled from on the study's test images, by
+    the students' evaluator (cached in its bank: :meth:`~study.teachers.bank.TeacherBank.evaluation`),
+    and keep each as ``predictions/teachers/<snapshot>.npz``: the teacher's side of every transfer
+    ratio. Returns ``{label: (key, per-image result)}`` (keys as :func:`_teacher_key` gives them)."""
+    from study.analysis.studies import TEACHER_PREDICTIONS, teacher_predictions_name
+    from study.distill.spec import split_images
+    from study.teachers.bank import TeacherBank, TeacherSpec
+    from study.train.data import train_val_split
+    from study.train.predictions import save_predictions
+
+    if table.empty:
+        return {}
+    keys = sorted({k for k in (_teacher_key(row) for _, row in table.iterrows()) if k is not None})
+    if not keys:
+        return {}
+    rows = split_images(data, train_val_split(data, settings.train_subset, seed=settings.data_seed), "test",
+                        settings.test_images)
+    folder = study.dir / "predictions" / TEACHER_PREDICTIONS
+    out = {}
+    for arch, step, smoothing, seed in keys:
+        bank = TeacherBank(study.bank_root, TeacherSpec(settings.dataset, arch, seed, smoothing))
+        result = bank.evaluation(step, data, rows, device=settings.device)
+        save_predictions(folder / teacher_predictions_name(arch, smoothing, seed, step), {"test": result})
+        label = f"{arch}{f' ls{smoothing:g}' if smoothing else ''} @ {step} (seed {seed})"
+        out[label] = ((arch, step, smoothing, seed), result)
+    return out
+
+
+def _with_transfers(table: pd.DataFrame, study_dir: Path, tracker: Tracker, parent_id: str) -> pd.DataFrame:
+    """``table`` with each KD trial's teacher accuracies and transfer ratios on its test images
+    (:func:`study.analysis.transfer.trial_transfers`), which also go to the trial's MLflow run."""
+    from study.analysis.transfer import trial_transfers
+
+    transfers = trial_transfers(table, study_dir) if not table.empty else pd.DataFrame()
+    if transfers.empty:
+        return table
+    for record in transfers.to_dict("records"):
+        run_id = tracker.find_run(**{"leveled_kd.trial_id": str(record["trial_id"]), "mlflow.parentRunId": parent_id})
+        if run_id:
+            tracker.log_metrics(run_id, {k: v for k, v in record.items() if k != "trial_id" and v == v}, step=0)
+    return table.merge(transfers, on="trial_id", how="left")
 
 
 def _keep_predictions(checkpoints: dict, folder: Path, tracker: Tracker, parent_id: str) -> None:

@@ -42,6 +42,7 @@ from study.train.data import EVAL_SEED, EVAL_SUBSET, ImageData, evaluation_indic
 from study.errors import UserError
 from study.train.runtime import default_precision
 from study.train.evaluation import TranslationResult, translation_accuracy
+from study.train.predictions import PerImage, load_predictions, save_predictions
 from study.train.trainer import AtSteps, TrainConfig, Trainer, inference_model, resolve_precision, seed_everything, select_device
 
 #: Test images each snapshot is scored on (a seeded, stratified sample of the test set, the same
@@ -328,6 +329,29 @@ class TeacherBank:
             trainer.load_state_dict(state)
         manifest["precision"] = trainer.precision  # what the snapshots were trained and scored in
         trainer.fit()
+
+    # -- evaluation on a study's test images ---------------------------------------------
+    def evaluation_path(self, step: int, rows: torch.Tensor) -> Path:
+        """``step-<step>.eval-<images>-<snapshot sha256>.npz``: named by the images and the snapshot's
+        hash, so a replaced snapshot is never answered by an older evaluation."""
+        return self.dir / f"step-{step:06d}.eval-{self._indices_tag(rows)}-{self.record(step)['sha256'][:12]}.npz"
+
+    def evaluation(self, step: int, data: ImageData, rows: torch.Tensor, device: str = "auto") -> PerImage:
+        """Which of ``data.test_x[rows]`` the snapshot classifies correctly under every shift of the
+        grid, by the evaluator and in the precision that score students: the teacher's side of a
+        transfer ratio (:mod:`study.analysis.transfer`), on exactly the images its students were
+        tested on. Computed once per (snapshot, images) and cached beside the snapshot."""
+        path = self.evaluation_path(step, rows)
+        if not path.is_file():
+            with self._lock():  # one process evaluates; the others wait and read its file
+                if not path.is_file():
+                    dev = select_device(device)
+                    precision = resolve_precision(self.manifest().get("precision", "fp32"), dev)
+                    model = inference_model(self.load(step, data, dev), dev, precision)
+                    result = translation_accuracy(model, data.test_x[rows], data.test_y[rows], shift_grid(),
+                                                  data.fill, device=dev, keep_per_image=True)
+                    save_predictions(path, {"test": result.per_image(rows)})
+        return load_predictions(path)["test"]
 
     # -- teacher-output cache ------------------------------------------------------------
     @staticmethod

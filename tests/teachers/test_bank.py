@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -281,3 +282,23 @@ def test_bank_records_its_precision_and_an_extension_keeps_it(tmp_path, mnist):
     _, features = bank.outputs(100, mnist, torch.arange(20), device="cpu", precision="fp32")
     cached = torch.load(bank.outputs_path(100, torch.arange(20)), weights_only=True)
     assert cached["precision"] == "fp32" and features.dtype == torch.float32
+
+
+def test_a_snapshot_is_evaluated_once_on_a_studys_test_images(bank, mnist, monkeypatch):
+    """The teacher's side of a transfer ratio: the students' evaluator on the students' images,
+    cached beside the snapshot and named by its hash."""
+    from study.train.data import evaluation_indices, shift_grid
+    from study.train.evaluation import translation_accuracy
+
+    rows = evaluation_indices(mnist.test_y, 120)
+    result = bank.evaluation(100, mnist, rows, device="cpu")
+    model = inference_model(bank.load(100, mnist), "cpu", bank.manifest()["precision"])
+    expected = translation_accuracy(model, mnist.test_x[rows], mnist.test_y[rows], shift_grid(), mnist.fill,
+                                    keep_per_image=True)
+    assert np.array_equal(result.indices, rows.numpy()) and result.shifts == tuple(expected.per_shift)
+    assert np.array_equal(result.correct, expected.correct.numpy())
+    assert result.accuracy("translated") == pytest.approx(expected.translated_acc)
+    assert bank.evaluation_path(100, rows).is_file() and bank.record(100)["sha256"][:12] in bank.evaluation_path(100, rows).name
+    monkeypatch.setattr(TeacherBank, "load", lambda *a, **k: pytest.fail("the teacher was evaluated again"))
+    assert np.array_equal(bank.evaluation(100, mnist, rows).correct, result.correct)
+    assert bank.evaluation_path(100, rows[:60]) != bank.evaluation_path(100, rows)  # other images: another file
