@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--patience", type=int, default=2,
                         help="stop a student after this many epochs without a gain in validation clean accuracy "
                              "(0 = always train --max-epochs)")
+    budget.add_argument("--min-epochs", type=int, default=0,
+                        help="never stop a student before this many epochs, whatever --patience says: a floor "
+                             "against stopping on noisy early validation gains (0 = no floor)")
     budget.add_argument("--train-subset", type=int, default=0,
                         help="student training images (0 = the whole training split)")
     budget.add_argument("--teacher-steps", type=int, default=500, help="train teacher banks up to this step")
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("max_epochs", "teacher_steps", "teacher_eval_images"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1")
-    for flag in ("train_subset", "val_images", "test_images", "patience"):
+    for flag in ("train_subset", "val_images", "test_images", "patience", "min_epochs"):
         if getattr(args, flag) < 0:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:

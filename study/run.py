@@ -68,7 +68,7 @@ class Study:
         budget = {"train_subset": self.train_subset or "all", "max_epochs": a.max_epochs,
                   "teacher_steps": a.teacher_steps, "planned_trials": self.planned,
                   "val_images": a.val_images or "all", "test_images": a.test_images or "all",
-                  "patience": getattr(a, "patience", 0)}
+                  "patience": getattr(a, "patience", 0), "min_epochs": getattr(a, "min_epochs", 0)}
         return study_tags(self.name, self.space.name, a.dataset, budget)
 
     @property
@@ -82,6 +82,7 @@ class Study:
             "sampler": self.space.sampler, "scheduler": "asha" if self.use_asha else "fifo",
             "objective": "val_clean_acc + val_translated_acc" if a.multi_objective else "val_translated_acc (max)",
             "dataset": a.dataset, "train_subset": self.train_subset or "all", "max_epochs": a.max_epochs,
+            "patience": a.patience, "min_epochs": a.min_epochs,
             "search_trials": self.search_trials, "baseline_trials": len(self.baselines), "planned_trials": self.planned,
             "teachers": [s.key for s in self.space.teacher_specs(a.dataset)], "teacher_steps": a.teacher_steps,
             "eval_images": {"val": a.val_images or "all", "test": a.test_images or "all",

@@ -38,9 +38,9 @@ from study.teachers.bank import TeacherBank, TeacherSpec, bank_record
 #: after 2 without a gain in validation clean accuracy) and tests on all 10,000 test images, in fp32
 #: (bf16 parity is shown for teachers, not for students). ``quick`` is a smoke-sized rehearsal.
 BUDGETS = {
-    "quick": dict(teacher_steps=500, teacher_eval_images=100, train_subset=2000, max_epochs=2, patience=0,
+    "quick": dict(teacher_steps=500, teacher_eval_images=100, train_subset=2000, max_epochs=2, patience=0, min_epochs=0,
                   val_images=500, test_images=1000, precision="fp32"),
-    "full": dict(teacher_steps=2500, teacher_eval_images=300, train_subset=0, max_epochs=10, patience=2,
+    "full": dict(teacher_steps=2500, teacher_eval_images=300, train_subset=0, max_epochs=10, patience=2, min_epochs=0,
                  val_images=2000, test_images=0, precision="fp32"),
 }
 FINDING_SPACES = list(dict.fromkeys(f.space for f in findings.POSTER))
@@ -83,7 +83,8 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
            "--teacher-steps", str(budget["teacher_steps"]), "--train-subset", str(budget["train_subset"]),
            "--max-epochs", str(budget["max_epochs"]), "--val-images", str(budget["val_images"]),
            "--test-images", str(budget["test_images"]), "--teacher-eval-images", str(budget["teacher_eval_images"]),
-           "--patience", str(budget["patience"]), "--precision", budget["precision"]]
+           "--patience", str(budget["patience"]), "--min-epochs", str(budget.get("min_epochs", 0)),
+           "--precision", budget["precision"]]
     cmd += [f"--set={item}" for item in args.set or []]
     if args.bank_dir:
         cmd += ["--bank-dir", args.bank_dir]
@@ -281,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small budget: under 30 minutes on 2 CPU cores")
     p.add_argument("--datasets", nargs="+", default=["mnist"])
     p.add_argument("--teacher-steps", type=int, default=None, help="override the budget's teacher steps")
+    p.add_argument("--min-epochs", type=int, default=None,
+                   help="never stop a student before this many epochs (the budget's patience still applies after)")
     p.add_argument("--controls", action="store_true",
                    help=f"also run the {findings.CONTROL_SPACE} space (CNN vs MLP teachers; its arms use "
                         "snapshots up to 25,000 steps) and report its control cells")
@@ -305,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher_steps:
         budget["teacher_steps"] = args.teacher_steps
         args.budget_name += f"-{args.teacher_steps}"
+    if args.min_epochs:
+        budget["min_epochs"] = args.min_epochs
+        args.budget_name += f"-min{args.min_epochs}"
     started = time.time()
     dirs: dict[str, dict[str, Path | list[Path]]] = {}
     walls: dict[str, float] = {}

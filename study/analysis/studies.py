@@ -25,8 +25,8 @@ class Skip(Exception):
 #: Plan entries that must agree for studies to be pooled: the same design and budget, so that
 #: pooling only adds seeds. (Entries a plan lacks, from older studies, are not compared; that the
 #: test images are the same is checked per cell, by :func:`study.analysis.stats.paired_effect`.)
-POOL_KEYS = ("space", "dataset", "train_subset", "max_epochs", "teacher_steps", "teacher_snapshots_used", "fixed",
-             "searched")
+POOL_KEYS = ("space", "dataset", "train_subset", "max_epochs", "patience", "min_epochs", "teacher_steps",
+             "teacher_snapshots_used", "fixed", "searched")
 #: The design's seed axes: pooled studies may differ in these alone, whether a study searched them,
 #: fixed them or left them at their defaults (a study of teacher seeds 1 and 2 pools with one of
 #: teacher seed 0, which never named the key).

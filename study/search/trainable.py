@@ -48,6 +48,8 @@ class StudySettings:
     device: str = "auto"
     #: stop a student after this many epochs without a validation gain (0: train all ``epochs``)
     patience: int = 0
+    #: ... but never before this many epochs (0: no floor)
+    min_epochs: int = 0
     #: the driver's ``--precision``, carried in the settings so that remote workers use it too
     precision: str = "auto"
 
@@ -89,7 +91,7 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
             logits, features = caches[cache_key(ref.arch, spec.teacher_label_smoothing, ref.step, ref.seed)]
             outputs.append((_tensor(logits), _tensor(features)))  # cached on split.train, in its order
     shifts = shift_grid()
-    patience = Patience(settings.patience)
+    patience = Patience(settings.patience, min_epochs=settings.min_epochs)
     clock = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "mark": 0.0}
 
     def report(trainer: Trainer) -> None:
@@ -126,7 +128,8 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
         with checkpoint.as_directory() as folder:
             state = torch.load(os.path.join(folder, CHECKPOINT_FILE), weights_only=True, map_location=trainer.device)
         trainer.load_state_dict(state)
-        patience = Patience(**state.get("patience", {"patience": settings.patience}))
+        patience = Patience(**{"min_epochs": settings.min_epochs,
+                               **state.get("patience", {"patience": settings.patience})})
     clock["setup"] = time.perf_counter() - started
     clock["mark"] = time.perf_counter()
     trainer.fit()

@@ -81,3 +81,13 @@ def test_patience_stops_after_epochs_without_gain():
     assert not any(never.update(0.1, e) for e in range(10))
     resumed = Patience(**{"patience": 2, "best": 0.6, "best_epoch": 2, "bad_epochs": 1})
     assert resumed.update(0.6, 4)  # a restored trial continues the count
+
+
+def test_a_minimum_of_epochs_holds_off_early_stopping():
+    """A noisy early peak stops a student at epoch 3 without a floor; with ``min_epochs`` 6 it trains
+    on, and stops at the first epoch past the floor that patience allows."""
+    values = [0.40, 0.45, 0.44, 0.43, 0.42, 0.41, 0.40, 0.39]
+    plain, floored = Patience(patience=2), Patience(patience=2, min_epochs=6)
+    assert [plain.update(v, e) for e, v in enumerate(values[:4], start=1)] == [False, False, False, True]
+    assert [floored.update(v, e) for e, v in enumerate(values, start=1)] == [False] * 5 + [True, True, True]
+    assert floored.best_epoch == 2  # the floor delays the stop, not what counts as the best epoch
