@@ -3,7 +3,7 @@ import torch
 
 from models import build_model, model_names
 
-EXPECTED_FEATURES = {"cnn_1": 256, "cnn_2": 128, "mlp_1": 100, "mlp_2": 128, "inn_1": 256}
+EXPECTED_FEATURES = {"cnn_1": 256, "cnn_2": 128, "cnn_1_maxpool": 256, "mlp_1": 100, "mlp_2": 128, "inn_1": 256}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_FEATURES))
@@ -46,6 +46,29 @@ def test_cnn_is_nearly_shift_invariant_compared_with_mlp():
         a, b = model(x).features, model(moved).features
         return ((a - b).norm() / a.norm()).item()
     assert change("cnn_1") < change("mlp_1")
+
+
+def test_the_max_pooling_teacher_is_more_shift_invariant_than_cnn_1():
+    """Same widths, same weights' shapes; max pooling instead of strides: its features move less under
+    2 px shifts (untrained, eval, averaged over inits and both axes)."""
+    from study.train.data import translate
+
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 8:20, 8:20] = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+
+    def change(name: str) -> float:
+        total = 0.0
+        for seed in range(3):
+            torch.manual_seed(seed)
+            model = build_model(name, (1, 28, 28), 10).eval()
+            base = model(x).features
+            for dx, dy in ((2, 0), (0, 2), (-2, 0), (0, -2)):
+                total += ((base - model(translate(x, dx, dy)).features).norm() / base.norm()).item()
+        return total
+    plain, pooled = build_model("cnn_1", (1, 28, 28), 10), build_model("cnn_1_maxpool", (1, 28, 28), 10)
+    assert [m.out_channels for m in pooled.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128, 256]
+    assert sum(p.numel() for p in pooled.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert change("cnn_1_maxpool") < change("cnn_1")
 
 
 def test_registry_errors_name_valid_choices():
