@@ -169,6 +169,43 @@ def control_findings(table: pd.DataFrame, space: str = CONTROL_SPACE) -> list[Fi
     return out
 
 
+TRANSFER_SPACE = "transfer"
+
+
+def transfer_findings(table: pd.DataFrame, space: str = TRANSFER_SPACE) -> list[Finding]:
+    """The questions of a study of KD schemes (the ``transfer`` space), from its arm names: every
+    scheme against normal KD (``kd``); a scheme on views (``fm_<view>``) against its augmentation
+    control (``aug_<view>``: the same views and schedule, true labels, no teacher), so that a gain
+    counts as the teacher's only if the views alone do not give it; and against the same views from
+    an MLP teacher (``mlp_teacher_<view>``), so that a scheme that helps with any teacher is told
+    apart from one that carries the CNN's bias. ``kd`` itself is compared with the no-KD baselines."""
+    arms = set(table["arm"].dropna().astype(str)) if "arm" in table else set()
+
+    def arm(name: str) -> ArmSpec:
+        return ArmSpec(name, {"arm": name})
+
+    out = []
+    if "kd" in arms:
+        out.append(Finding("T0. Normal KD beats no KD", space, arm("kd"), ArmSpec("no KD", {"baseline": True})))
+    schemes = sorted(a for a in arms if a not in ("kd", "no_kd") and not a.startswith(("aug_", "mlp_")))
+    if "kd" in arms:
+        out += [Finding(f"T1. {s} beats normal KD", space, arm(s), arm("kd")) for s in schemes]
+    for s in schemes:
+        view = s.removeprefix("fm_")
+        if s.startswith("fm_") and f"aug_{view}" in arms:
+            out.append(Finding(f"T2. {s} beats its augmentation control (same views, no teacher)", space, arm(s),
+                               arm(f"aug_{view}")))
+        if s.startswith("fm_") and f"mlp_teacher_{view}" in arms:
+            out.append(Finding(f"T3. {s}: a CNN teacher beats an MLP teacher on the same views", space, arm(s),
+                               arm(f"mlp_teacher_{view}")))
+    return out
+
+
+#: Spaces whose findings come from the study's own arms: (function, label of a skipped cell).
+DERIVED = {CONTROL_SPACE: (control_findings, "C. inductive-bias controls"),
+           TRANSFER_SPACE: (transfer_findings, "T. KD schemes for transfer")}
+
+
 # ---------------------------------------------------------------------------------------------
 # Arms
 
@@ -297,13 +334,15 @@ def analyse(study_dirs: Mapping[str, Mapping[str, Path | Sequence[Path]]], n_boo
                                note=f"study {space!r} not run") for f in findings for m in (PRIMARY, *SECONDARY)]
                 continue
             cells += analyse_study(dirs[space], findings, dataset, n_boot=n_boot, seed=seed)
-        if controls and CONTROL_SPACE in dirs:
+        for space, (derive, label) in DERIVED.items():
+            if space not in dirs or (space == CONTROL_SPACE and not controls):
+                continue
             try:
-                control = control_findings(load_trials(dirs[CONTROL_SPACE]))
+                derived = derive(load_trials(dirs[space]))
             except Skip as why:
-                cells.append(Cell("C. inductive-bias controls", dataset, CONTROL_SPACE, "", PRIMARY, 1, note=str(why)))
+                cells.append(Cell(label, dataset, space, "", PRIMARY, 1, note=str(why)))
             else:
-                cells += analyse_study(dirs[CONTROL_SPACE], control, dataset, n_boot=n_boot, seed=seed)
+                cells += analyse_study(dirs[space], derived, dataset, n_boot=n_boot, seed=seed)
     return decide(cells)
 
 
