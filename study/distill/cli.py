@@ -27,7 +27,8 @@ from study.distill.spec import RunSpec, TeacherRef, build_trainer, evaluate_spli
 from study.errors import InputError, check_device
 from study.train.runtime import PRECISION_ENV
 from study.distill.config import run_spec
-from study.teachers.bank import TeacherBank, TeacherSpec, snapshot_steps, teacher_bank_root
+from study.distill.outputs import teacher_bank, teacher_outputs
+from study.teachers.bank import snapshot_steps, teacher_bank_root
 
 if TYPE_CHECKING:
     from study.tracking.runs import Tracker
@@ -110,17 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         split = train_val_split(data, args.train_subset, seed=args.seed)
     except ValueError as error:
         raise InputError(f"--train-subset {args.train_subset}: {error}") from None
-    outputs = []
+    root = teacher_bank_root(args.output_dir)
     if spec.uses_teachers:
         max_steps = args.teacher_steps or max(r.step for r in spec.teachers)
-        root = teacher_bank_root(args.output_dir)
         for ref in spec.teachers:
             if ref.step not in snapshot_steps(max_steps):
                 raise InputError(f"--teacher-step {ref.step} is not a snapshot step; valid: "
                                  f"{', '.join(map(str, snapshot_steps(max_steps)))}")
-            bank = TeacherBank(root, TeacherSpec(args.dataset, ref.arch, 0, args.teacher_label_smoothing))
-            bank.ensure(data, max_steps, device=args.device, progress=log)
-            outputs.append(bank.outputs(ref.step, data, split.train, device=args.device))
+            teacher_bank(spec, ref.arch, ref.seed, root).ensure(data, max_steps, device=args.device, progress=log)
+    outputs = teacher_outputs(spec, data, split, root, device=args.device)  # cached in the banks on first use
     teacher_seconds = time.perf_counter() - started
 
     epoch_times: list[float] = []

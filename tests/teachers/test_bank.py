@@ -281,3 +281,15 @@ def test_bank_records_its_precision_and_an_extension_keeps_it(tmp_path, mnist):
     _, features = bank.outputs(100, mnist, torch.arange(20), device="cpu", precision="fp32")
     cached = torch.load(bank.outputs_path(100, torch.arange(20)), weights_only=True)
     assert cached["precision"] == "fp32" and features.dtype == torch.float32
+
+
+def test_stage_one_builds_a_bank_and_computes_no_cache(tmp_path, mnist):
+    """Stage 1 trains (or extends) banks only: caches are the trials' to compute, on first use."""
+    from study.teachers.stage import _build_bank
+
+    spec = TeacherSpec("mnist", "tiny_cnn")
+    manifest = _build_bank(spec, mnist, str(tmp_path), max_steps=100, eval_images=50, device="cpu")
+    assert sorted(map(int, manifest["snapshots"])) == [50, 100] and manifest["finished"] >= manifest["started"]
+    bank = TeacherBank(tmp_path, spec)
+    assert not list(bank.dir.glob("*.outputs*.pt"))
+    assert all("outputs" not in record for record in bank.manifest()["snapshots"].values())

@@ -1,0 +1,37 @@
+"""The teacher outputs a run reads, taken from the snapshot banks on first use.
+
+Both a study's trials and ``python -m study.distill`` call :func:`teacher_outputs`: each teacher's
+cached (logits, features) on the run's training images come from its bank
+(:meth:`~study.teachers.bank.TeacherBank.outputs`), which computes a cache the first time any
+process asks for it, under the bank's file lock, and every later trial, study or node that
+reaches the same bank directory reads it back. Nothing is precomputed for runs that never
+happen, and nothing large travels through Ray's object store: a trial needs only the path of
+the banks (``--bank-dir``, shared storage on a cluster).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from study.distill.spec import RunSpec, TeacherOutputs
+from study.teachers.bank import TeacherBank, TeacherSpec
+from study.train.data import ImageData, Split
+
+
+def teacher_bank(spec: RunSpec, arch: str, seed: int, bank_root: str | os.PathLike) -> TeacherBank:
+    """The bank of one of ``spec``'s teachers (architecture, seed, the run's teacher label smoothing)."""
+    return TeacherBank(bank_root, TeacherSpec(spec.dataset, arch, seed, spec.teacher_label_smoothing))
+
+
+def teacher_outputs(spec: RunSpec, data: ImageData, split: Split, bank_root: str | os.PathLike,
+                    device: str = "auto") -> TeacherOutputs:
+    """Each teacher's (logits, features) on ``split.train``, in its order, from the banks under
+    ``bank_root`` (computed there on first use); empty when the run uses no teacher."""
+    if not spec.uses_teachers:
+        return []
+    outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for ref in spec.teachers:
+        bank = teacher_bank(spec, ref.arch, ref.seed, bank_root)
+        outputs.append(bank.outputs(ref.step, data, split.train, device=device))
+    return outputs
