@@ -2,6 +2,7 @@
 
     python -m study.distill --dataset mnist --teacher cnn_1 --teacher-step 2500 \\
         --student mlp_1 --alpha 0.5 --temperature 4 --s-kl 1 --s-fm 0 --epochs 5 [--json]
+    python -m study.distill --teacher cnn_1 --teacher-step 2500 --alpha 0 --views mixup --views-k 4
 
 Trains (or reuses) the teacher's snapshot bank, computes (or reuses) the chosen
 snapshot's output cache, distills, and prints the student's clean and translated
@@ -26,6 +27,7 @@ from study.train.data import DATASETS, load_dataset, shift_grid, train_val_split
 from study.distill.spec import RunSpec, TeacherRef, build_trainer, evaluate_split
 from study.errors import InputError, check_device
 from study.train.runtime import PRECISION_ENV
+from study.train.views import view_hyperparams, view_names
 from study.distill.config import run_spec
 from study.distill.outputs import teacher_bank, teacher_outputs
 from study.teachers.bank import snapshot_steps, teacher_bank_root
@@ -64,6 +66,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, hp in all_hyperparams().items():
         kd.add_argument("--" + key.replace("_", "-"), type=float, default=hp.default,
                         help=f"{hp.help} {hp.bounds_text}")
+    views = p.add_argument_group("views (function matching)", "train on K fixed views of each image; the KD terms "
+                                 "read the teacher's outputs on the same view (cached per view set in the bank); "
+                                 "--teacher none: the augmentation control (CE on the views)")
+    views.add_argument("--views", default="none", choices=["none", *view_names()])
+    views.add_argument("--views-k", type=int, default=4, help="views per image (cache: K x a plain one)")
+    views.add_argument("--views-seed", type=int, default=0, help="seed the views are drawn from")
+    for key, hp in view_hyperparams().items():
+        views.add_argument("--" + key.replace("_", "-"), type=float, default=hp.default,
+                           help=f"{hp.help} {hp.bounds_text}")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="stratified student training subset size")
@@ -99,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
               "label_smoothing": args.label_smoothing, "teacher_label_smoothing": args.teacher_label_smoothing,
               "seed": args.seed, **{f"step_{a}": s for a, s in zip(teachers, args.teacher_step)},
               **{scale_key(n): getattr(args, scale_key(n)) for n in kd_terms()},
-              **{k: getattr(args, k) for k in all_hyperparams()}}
+              **{k: getattr(args, k) for k in all_hyperparams()},
+              "views": args.views, "views_k": args.views_k, "views_seed": args.views_seed,
+              **{k: getattr(args, k) for k in view_hyperparams()}}
     spec = replace(run_spec(config, dataset=args.dataset, epochs=args.epochs, train_subset=args.train_subset),
                    teachers=tuple(TeacherRef(a, s, w) for a, s, w in zip(teachers, args.teacher_step, weights)))
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print

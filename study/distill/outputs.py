@@ -27,11 +27,12 @@ def teacher_bank(spec: RunSpec, arch: str, seed: int, bank_root: str | os.PathLi
 def teacher_outputs(spec: RunSpec, data: ImageData, split: Split, bank_root: str | os.PathLike,
                     device: str = "auto") -> TeacherOutputs:
     """Each teacher's (logits, features) on ``split.train``, in its order, from the banks under
-    ``bank_root`` (computed there on first use); empty when the run uses no teacher."""
+    ``bank_root`` (computed there on first use); empty when the run uses no teacher. With
+    ``spec.views``, on each image's ``K`` views (``[N, K, ...]``, a cache per view set)."""
     if not spec.uses_teachers:
         return []
     outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for ref in spec.teachers:
         bank = teacher_bank(spec, ref.arch, ref.seed, bank_root)
-        outputs.append(bank.outputs(ref.step, data, split.train, device=device))
+        outputs.append(bank.outputs(ref.step, data, split.train, device=device, views=spec.views))
     return outputs

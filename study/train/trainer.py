@@ -23,6 +23,10 @@ Design choices and why:
   study/train/cuda_graphs.py) because a student step there is launch-bound.
 - Callbacks (``on_step`` after every optimizer step, ``on_epoch_end``) are how
   snapshots, Tune reports and checkpoints hook in without copying the loop.
+- A ``batch_transform`` (study/train/transforms.py) is how a scheme changes what a
+  step sees (views of the images, the teacher snapshot of the epoch) without a
+  branch in the loop: it gets each sliced batch, the epoch and a generator seeded
+  by (seed, step), so its random choices are the same when a run is resumed.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from study.train.data import Shift
 from study.train.evaluation import TranslationResult, translation_accuracy
 from study.train.runtime import (PRECISIONS, apply_memory_format, autocast_context, default_precision, inference_model,
                       resolve_precision, tune_allocator)
+from study.train.transforms import BatchTransform
 
 __all__ = ["PRECISIONS", "STEP_MODES", "AtSteps", "Callback", "EveryEpoch", "TrainConfig", "Trainer",
            "autocast_context", "inference_model", "resolve_precision", "seed_everything", "select_device"]
@@ -138,7 +143,9 @@ class Trainer:
     """Fits ``model`` to ``tensors`` (keys ``x``, ``y`` and optional ``teacher_logits`` /
     ``teacher_features`` lists, all indexed by sample) under ``loss``.
 
-    ``loss``'s own parameters (feature-matching projectors) are optimized too.
+    ``loss``'s own parameters (feature-matching projectors) are optimized too. With a
+    ``batch_transform``, every sliced batch goes through it first (``tensors`` may then hold
+    per-sample inputs of the transform, e.g. view parameters, which it consumes).
     """
 
     model: nn.Module
@@ -146,6 +153,7 @@ class Trainer:
     tensors: Tensors
     config: TrainConfig = field(default_factory=TrainConfig)
     callbacks: Sequence[Callback] = ()
+    batch_transform: BatchTransform | None = None
 
     step: int = field(init=False, default=0)
     last_losses: dict[str, float] = field(init=False, default_factory=dict)
@@ -163,6 +171,8 @@ class Trainer:
         self.model.to(self.device)
         self.loss.to(self.device)
         self.tensors = {k: _to(v, self.device) for k, v in self.tensors.items()}
+        if self.batch_transform is not None:
+            self.batch_transform = self.batch_transform.to(self.device)
         self.num_samples = len(self.tensors["x"])
         if self.num_samples == 0:
             raise ValueError("cannot train on an empty dataset")
@@ -208,6 +218,10 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         return torch.randperm(self.num_samples, generator=generator).to(self.device)
 
+    def step_generator(self) -> torch.Generator:
+        """The batch transform's generator for the coming step: a function of (seed, step) only."""
+        return torch.Generator().manual_seed(self.config.seed * 2**32 + self.step)
+
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> "Trainer":
         """Train until ``epochs`` (or ``max_steps``) are done, resuming from ``self.step``."""
@@ -219,7 +233,10 @@ class Trainer:
             first = self.step - epoch * self.steps_per_epoch
             for b in range(first, self.steps_per_epoch):
                 index = order[b * self.config.batch_size:(b + 1) * self.config.batch_size]
-                parts = self.train_step({k: _take(v, index) for k, v in self.tensors.items()})
+                batch = {k: _take(v, index) for k, v in self.tensors.items()}
+                if self.batch_transform is not None:
+                    batch = self.batch_transform(batch, epoch, self.step_generator())
+                parts = self.train_step(batch)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0) + v
                 for callback in self.callbacks:
@@ -248,7 +265,8 @@ class Trainer:
         """Forward, backward and AdamW update, without advancing :attr:`step`."""
         with autocast_context(self.device, self.precision):
             output = self.model(batch["x"])
-        parts = self.loss(output, batch["y"], batch.get("teacher_logits", ()), batch.get("teacher_features", ()))
+        parts = self.loss(output, batch["y"], batch.get("teacher_logits", ()), batch.get("teacher_features", ()),
+                          soft_targets=batch.get("y_soft"))
         self.optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         self.optimizer.step()

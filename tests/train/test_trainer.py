@@ -126,3 +126,52 @@ def test_speed_settings_are_on(mnist):
         assert runtime.set_cpu_threads(None) == 1
     finally:
         torch.set_num_threads(before)
+
+
+class RecordingTransform:
+    """A batch transform that records what it was given and draws from the generator (adds noise)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, float]] = []
+
+    def to(self, device):
+        return self
+
+    def __call__(self, batch, epoch, generator):
+        draw = float(torch.rand((), generator=generator))
+        self.calls.append((epoch, len(batch["x"]), draw))
+        return {**batch, "x": batch["x"] + draw}
+
+
+def test_the_batch_transform_gets_every_batch_its_epoch_and_a_generator_seeded_by_seed_and_step(mnist):
+    transform = RecordingTransform()
+    trainer = make_trainer(mnist, epochs=2)
+    trainer.batch_transform = transform
+    trainer.fit()
+    assert [e for e, _, _ in transform.calls] == [0] * 10 + [1] * 10
+    assert sum(n for _, n, _ in transform.calls[:10]) == trainer.num_samples
+    expected = [float(torch.rand((), generator=torch.Generator().manual_seed(step))) for step in range(20)]
+    assert [d for _, _, d in transform.calls] == expected  # seed 0: the generator of step s is seeded by s
+    plain = make_trainer(mnist, epochs=2).fit()
+    assert not torch.equal(weights(trainer), weights(plain))  # what the transform returns is what trains
+
+
+def test_a_run_with_views_resumes_exactly(mnist):
+    from study.train.views import ViewBatches, ViewSet
+
+    def views_trainer(max_steps=None):
+        trainer = make_trainer(mnist, epochs=2, max_steps=max_steps)
+        views = ViewSet.create("mixup", k=3)
+        x, y = trainer.tensors["x"], trainer.tensors["y"]
+        batches = ViewBatches(views, views.draw(len(x), tuple(x.shape[1:])), x, y, mnist.fill, 10)
+        trainer.tensors.update(batches.per_sample())
+        trainer.batch_transform = batches
+        return trainer
+
+    full = views_trainer().fit()
+    state = views_trainer(max_steps=13).fit().state_dict()  # stop mid-epoch
+    resumed = views_trainer()
+    resumed.load_state_dict(state)
+    resumed.fit()
+    torch.testing.assert_close(weights(resumed), weights(full))
+    assert not torch.equal(weights(full), weights(make_trainer(mnist, epochs=2).fit()))
