@@ -24,7 +24,7 @@ from losses import all_hyperparams, kd_terms, scale_key
 from models import model_names
 
 from study.train.data import DATASETS, load_dataset, shift_grid, train_val_split
-from study.distill.spec import RunSpec, TeacherRef, build_trainer, evaluate_split
+from study.distill.spec import RunSpec, build_trainer, evaluate_split
 from study.errors import InputError, check_device
 from study.train.runtime import PRECISION_ENV
 from study.train.views import view_hyperparams, view_names
@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, hp in view_hyperparams().items():
         views.add_argument("--" + key.replace("_", "-"), type=float, default=hp.default,
                            help=f"{hp.help} {hp.bounds_text}")
+    p.add_argument("--trajectory", default="none",
+                   help="trajectory distillation: follow the teacher's snapshots up to --teacher-step, the one of "
+                        "an epoch growing linearly: bank (every snapshot), steps such as 250,1000, or none")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="stratified student training subset size")
@@ -112,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
               **{scale_key(n): getattr(args, scale_key(n)) for n in kd_terms()},
               **{k: getattr(args, k) for k in all_hyperparams()},
               "views": args.views, "views_k": args.views_k, "views_seed": args.views_seed,
+              "trajectory": args.trajectory,
               **{k: getattr(args, k) for k in view_hyperparams()}}
-    spec = replace(run_spec(config, dataset=args.dataset, epochs=args.epochs, train_subset=args.train_subset),
-                   teachers=tuple(TeacherRef(a, s, w) for a, s, w in zip(teachers, args.teacher_step, weights)))
+    spec = run_spec(config, dataset=args.dataset, epochs=args.epochs, train_subset=args.train_subset)
+    spec = replace(spec, teachers=tuple(replace(ref, weight=w) for ref, w in zip(spec.teachers, weights)))
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     tracking = _tracker(args)  # before training: an unreachable tracking server fails in seconds
 
@@ -128,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if spec.uses_teachers:
         max_steps = args.teacher_steps or max(r.step for r in spec.teachers)
         for ref in spec.teachers:
-            if ref.step not in snapshot_steps(max_steps):
-                raise InputError(f"--teacher-step {ref.step} is not a snapshot step; valid: "
-                                 f"{', '.join(map(str, snapshot_steps(max_steps)))}")
+            for step in (*ref.trajectory, ref.step):
+                if step not in snapshot_steps(max_steps):
+                    flag = "--teacher-step" if step == ref.step else "--trajectory"
+                    raise InputError(f"{flag} {step} is not a snapshot step; valid: "
+                                     f"{', '.join(map(str, snapshot_steps(max_steps)))}")
             teacher_bank(spec, ref.arch, ref.seed, root).ensure(data, max_steps, device=args.device, progress=log)
     outputs = teacher_outputs(spec, data, split, root, device=args.device)  # cached in the banks on first use
     teacher_seconds = time.perf_counter() - started

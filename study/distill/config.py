@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -32,6 +33,7 @@ from models import model_names
 
 from study.distill.spec import RunSpec, TeacherRef
 from study.errors import UserError
+from study.teachers.bank import snapshot_steps
 from study.train.views import MAX_VIEWS_K, ViewSet, view_class, view_hyperparams, view_names
 
 #: The poster's named points of the formula: which of (s_kl, s_fm) is on (from the loss's own names).
@@ -55,6 +57,23 @@ def _teachers(value: str) -> str:
     valid = model_names("teacher")
     if value != "none" and any(a not in valid for a in value.split("+")):
         raise ValueError(f"valid teachers are {', '.join(valid)} (joined by '+') or none")
+    return value
+
+
+def _trajectory(value: Any) -> Any:
+    """``none``, ``bank`` or snapshot steps in increasing order (a list, or ``250,500,1000`` as text:
+    what ``--set`` and an Optuna choice can carry) as a tuple."""
+    if isinstance(value, str) and value not in ("none", "bank"):
+        try:
+            value = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError("use none, bank or snapshot steps such as 250,500,1000") from None
+    if isinstance(value, (list, tuple)):
+        if not value or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in value):
+            raise ValueError("trajectory steps must be positive snapshot steps, e.g. [250, 500, 1000]")
+        if list(value) != sorted(set(value)):
+            raise ValueError("trajectory steps must increase (the student follows the teacher's training)")
+        return tuple(value)
     return value
 
 
@@ -92,6 +111,9 @@ class _Base(BaseModel):
     views_k: Annotated[int, Field(ge=1, le=MAX_VIEWS_K, strict=True)] = Field(
         4, description="fixed views per training image (the teacher cache is views_k x a plain one)")
     views_seed: Seed = Field(0, description="seed the views are drawn from (the same for every student seed)")
+    trajectory: Annotated[Union[Literal["none", "bank"], tuple[int, ...]], BeforeValidator(_trajectory)] = Field(
+        "none", description="follow the teacher's snapshots, the one of an epoch growing linearly to teacher_step: "
+                            "bank (every snapshot up to it), steps such as 250,1000, or none")
 
     @model_validator(mode="after")
     def _cross_field(self) -> "_Base":
@@ -234,10 +256,28 @@ def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset:
         weights = [run.teacher_weight, 1.0 - run.teacher_weight]
     else:
         weights = [1.0] * len(archs)
-    refs = tuple(TeacherRef(a, _teacher_step(run, a), w, run.teacher_seed) for a, w in zip(archs, weights))
-    return RunSpec(dataset=dataset, student=run.student, teachers=refs, loss=loss_config(run),
+    refs = []
+    for arch, weight in zip(archs, weights):
+        step = _teacher_step(run, arch)
+        refs.append(TeacherRef(arch, step, weight, run.teacher_seed, trajectory_steps(run.trajectory, step)))
+    return RunSpec(dataset=dataset, student=run.student, teachers=tuple(refs), loss=loss_config(run),
                    teacher_label_smoothing=run.teacher_label_smoothing, epochs=epochs, seed=run.seed,
                    train_subset=train_subset, views=view_set(run))
+
+
+def trajectory_steps(trajectory: Any, step: int) -> tuple[int, ...]:
+    """The snapshot steps a teacher at ``step`` is followed through, ending at ``step`` (added when
+    a list stops short of it): ``bank`` is the study's snapshot schedule up to ``step``; () for none."""
+    if trajectory == "none":
+        return ()
+    if trajectory == "bank":
+        steps = tuple(snapshot_steps(step))
+        return steps if steps and steps[-1] == step else (*steps, step)
+    late = [s for s in trajectory if s > step]
+    if late:
+        raise ConfigError(f"trajectory={','.join(map(str, trajectory))}: step {late[0]} is after the teacher's "
+                          f"snapshot {step}, where the trajectory ends")
+    return tuple(trajectory) if trajectory[-1] == step else (*trajectory, step)
 
 
 def view_set(run: Any) -> ViewSet | None:

@@ -28,11 +28,20 @@ def teacher_outputs(spec: RunSpec, data: ImageData, split: Split, bank_root: str
                     device: str = "auto") -> TeacherOutputs:
     """Each teacher's (logits, features) on ``split.train``, in its order, from the banks under
     ``bank_root`` (computed there on first use); empty when the run uses no teacher. With
-    ``spec.views``, on each image's ``K`` views (``[N, K, ...]``, a cache per view set)."""
+    ``spec.views``, on each image's ``K`` views (``[N, K, ...]``, a cache per view set); a teacher
+    with a trajectory: stacked over the snapshots the run's epochs use (``[N, U, ...]``, a cache each).
+    Memory: ``U x K`` times a plain cache per teacher."""
     if not spec.uses_teachers:
         return []
     outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for ref in spec.teachers:
         bank = teacher_bank(spec, ref.arch, ref.seed, bank_root)
-        outputs.append(bank.outputs(ref.step, data, split.train, device=device, views=spec.views))
+        if not ref.trajectory:
+            outputs.append(bank.outputs(ref.step, data, split.train, device=device, views=spec.views))
+            continue
+        # trajectory: one cache per snapshot the run's epochs use, stacked in trajectory order
+        per_step = [bank.outputs(step, data, split.train, device=device, views=spec.views)
+                    for step in ref.snapshots_used(spec.epochs)]
+        outputs.append((torch.stack([logits for logits, _ in per_step], dim=1),
+                        torch.stack([features for _, features in per_step], dim=1)))
     return outputs

@@ -6,7 +6,8 @@ Both describe a run with the same :class:`RunSpec`; this module turns it into a
 cached outputs, so the training loop itself knows nothing about teachers. The schemes that
 change what a step sees are the trainer's batch transform (study/train/transforms.py): fixed
 views of the images for function matching (:class:`~study.train.views.ViewBatches`, the
-teachers' outputs cached per view).
+teachers' outputs cached per view) and trajectory distillation
+(:class:`~study.train.transforms.FollowTrajectory`: the teacher snapshot grows with the epoch).
 """
 from __future__ import annotations
 
@@ -22,18 +23,34 @@ from models import build_model
 from study.train.data import ImageData, Shift, Split, evaluation_indices
 from study.train.evaluation import TranslationResult, translation_accuracy
 from study.train.trainer import Callback, TrainConfig, Trainer, inference_model, seed_everything
-from study.train.transforms import BatchTransform, compose
+from study.train.transforms import BatchTransform, FollowTrajectory, compose, linear_schedule
 from study.train.views import ViewBatches, ViewSet
 
 
 @dataclass(frozen=True)
 class TeacherRef:
-    """One teacher of a run: architecture, snapshot step, mixing weight and the seed its bank was trained with."""
+    """One teacher of a run: architecture, snapshot step, mixing weight and the seed its bank was trained with.
+
+    ``trajectory``: the snapshot steps the student follows, in order, ending at ``step``
+    (trajectory distillation, an offline stand-in for online distillation, Abnar et al. 2020);
+    empty: the snapshot ``step`` throughout. Which one an epoch uses: :meth:`schedule`.
+    """
 
     arch: str
     step: int
     weight: float = 1.0
     seed: int = 0
+    trajectory: tuple[int, ...] = ()
+
+    def schedule(self, epochs: int) -> list[int]:
+        """The snapshot step of each of ``epochs`` epochs: the trajectory's first snapshot at epoch 0,
+        ``step`` at the last epoch, linearly in between (:func:`~study.train.transforms.linear_schedule`)."""
+        steps = self.trajectory or (self.step,)
+        return [steps[i] for i in linear_schedule(len(steps), epochs)]
+
+    def snapshots_used(self, epochs: int) -> list[int]:
+        """The snapshots a run of ``epochs`` epochs reads, in order (one teacher-output cache each)."""
+        return sorted(set(self.schedule(epochs)))
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,10 @@ class RunSpec:
             flat[f"teacher_{i}"] = t.arch
             flat[f"teacher_{i}_step"] = t.step
             flat[f"teacher_{i}_weight"] = t.weight
+            if t.trajectory:
+                flat[f"teacher_{i}_trajectory"] = ",".join(map(str, t.trajectory))
+        flat["trajectory"] = ",".join(map(str, self.teachers[0].trajectory)) if self.teachers and \
+            self.teachers[0].trajectory else "none"
         flat["teacher_seed"] = self.teachers[0].seed if self.teachers else "none"
         return flat
 
@@ -102,7 +123,8 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
 
     ``teacher_outputs`` holds each teacher's cached (logits, features) on the
     student's training images, in the order of ``split.train`` (with ``spec.views``: on each
-    image's ``K`` views, ``[N, K, ...]``, as :func:`study.distill.outputs.teacher_outputs` gives them).
+    image's ``K`` views, ``[N, K, ...]``; for a teacher with a trajectory: stacked over the snapshots
+    it uses, ``[N, U, ...]``; as :func:`study.distill.outputs.teacher_outputs` gives them).
     """
     if spec.uses_teachers and len(teacher_outputs) != len(spec.teachers):
         raise ValueError(f"run has {len(spec.teachers)} teachers but {len(teacher_outputs)} cached outputs")
@@ -120,10 +142,19 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
         teacher_dims = [features.shape[-1] for _, features in teacher_outputs]
         weights = [t.weight for t in spec.teachers]
     transforms: list[BatchTransform] = []
+    if spec.uses_teachers and any(t.trajectory for t in spec.teachers):  # first: [n, U, (K,) ...] -> [n, (K,) ...]
+        positions = [[ref.snapshots_used(spec.epochs).index(step) for step in ref.schedule(spec.epochs)]
+                     if ref.trajectory else None for ref in spec.teachers]
+        for (logits, _), ref, schedule in zip(teacher_outputs, spec.teachers, positions):
+            if schedule is not None and logits.shape[1] != len(ref.snapshots_used(spec.epochs)):
+                raise ValueError(f"teacher {ref.arch}: outputs must be stacked over the snapshots "
+                                 f"{ref.snapshots_used(spec.epochs)}")
+        transforms.append(FollowTrajectory(positions))
     if spec.views is not None:
         views = ViewBatches(spec.views, spec.views.draw(len(idx), data.input_shape), tensors["x"], tensors["y"],
                             data.fill, data.num_classes)
-        if spec.uses_teachers and any(logits.shape[1] != spec.views.k for logits, _ in teacher_outputs):
+        if spec.uses_teachers and any(logits.shape[2 if ref.trajectory else 1] != spec.views.k
+                                      for (logits, _), ref in zip(teacher_outputs, spec.teachers)):
             raise ValueError(f"teacher outputs must hold the {spec.views.k} views of every image")
         tensors.update(views.per_sample())
         transforms.append(views)

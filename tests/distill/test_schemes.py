@@ -106,3 +106,67 @@ def test_views_from_the_command_line(mnist_root, tmp_path, capsys):
     assert (report["views"], report["views_k"], report["erase_max"]) == ("erase", 2, 0.2)
     views = ViewSet.create("erase", k=2, erase_max=0.2)
     assert list((tmp_path / "teachers" / "mnist" / "tiny_cnn" / "seed-0").glob(f"step-000050.outputs-*-{views.tag}.pt"))
+
+
+# ----------------------------------------------------------------------------- trajectory
+
+def test_trajectory_keys_resolve_to_snapshots_ending_at_the_teacher_step():
+    def refs(trajectory, step=500):
+        return spec_of({"teachers": "tiny_cnn", "step_tiny_cnn": step, "trajectory": trajectory}).teachers[0]
+
+    assert refs("none").trajectory == ()
+    assert refs("bank").trajectory == tuple(range(50, 501, 50))
+    assert refs([100, 250]).trajectory == (100, 250, 500) == refs("100,250").trajectory  # ends at the teacher step
+    assert refs([100, 500]).trajectory == (100, 500)
+    ref = refs("bank", step=1000)
+    assert ref.schedule(3) == [50, 300, 1000] and ref.snapshots_used(3) == [50, 300, 1000]  # the middle snapshot
+    for bad, message in [([500, 100], "must increase"), ("1000", "after the teacher's snapshot 500"),
+                         ("soon", "none, bank or snapshot steps"), ([0, 50], "positive")]:
+        with pytest.raises(ConfigError, match=message):
+            refs(bad)
+    params = spec_of({"teachers": "tiny_cnn", "step_tiny_cnn": 150, "trajectory": "bank"}).params()
+    assert params["trajectory"] == "50,100,150" and params["teacher_0_trajectory"] == "50,100,150"
+
+
+@pytest.mark.parametrize("views", ["none", "noise"])
+def test_the_kd_terms_read_the_snapshot_of_the_epoch(views, mnist, bank_root):
+    """Three epochs over the snapshots 50, 100, 150: every batch of epoch e carries the outputs of the
+    e-th snapshot on the images the student sees (with views too); one cache per snapshot used."""
+    epochs = 3
+    spec = spec_of({"teachers": "tiny_cnn", "step_tiny_cnn": 150, "trajectory": "bank", "alpha": 0.5,
+                    "views": views, "views_k": 2}, epochs=epochs, train_subset=120)
+    split = train_val_split(mnist, 120, seed=0)
+    outputs = teacher_outputs(spec, mnist, split, bank_root, device="cpu")
+    assert outputs[0][0].shape == ((120, 3, 2, 10) if views != "none" else (120, 3, 10))
+    trainer = build_trainer(spec, mnist, split, outputs, device="cpu", precision="fp32")
+    bank = TeacherBank(bank_root, TeacherSpec("mnist", "tiny_cnn"))
+    precision = bank.manifest()["precision"]
+    teachers = {step: inference_model(bank.load(step, mnist), "cpu", precision) for step in (50, 100, 150)}
+    batches = capture_batches(trainer, steps=epochs * trainer.steps_per_epoch)
+    assert len(batches) == 3
+    for epoch, (batch, step) in enumerate(zip(batches, (50, 100, 150))):
+        with torch.inference_mode():
+            expected = {s: t(batch["x"]).logits.float() for s, t in teachers.items()}
+        torch.testing.assert_close(batch["teacher_logits"][0], expected[step], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(batch["teacher_logits"][0], expected[50 if step != 50 else 150], atol=1e-3)
+
+
+def test_a_short_run_reads_only_the_snapshots_its_epochs_use(mnist, tmp_path):
+    root = tmp_path / "banks"
+    bank = TeacherBank(root, TeacherSpec("mnist", "tiny_cnn"), eval_images=50)
+    bank.ensure(mnist, max_steps=150, device="cpu")
+    spec = spec_of({"teachers": "tiny_cnn", "step_tiny_cnn": 150, "trajectory": "bank"}, epochs=2, train_subset=100)
+    teacher_outputs(spec, mnist, train_val_split(mnist, 100, seed=0), root, device="cpu")
+    assert sorted(p.name[:11] for p in bank.dir.glob("*.outputs*.pt")) == ["step-000050", "step-000150"]
+
+
+def test_trajectory_from_the_command_line(mnist_root, tmp_path, capsys):
+    args = ["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher", "tiny_cnn",
+            "--teacher-step", "100", "--epochs", "2", "--train-subset", "200", "--json"]
+    assert main([*args, "--trajectory", "bank"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trajectory"] == "50,100" and report["teacher_0_step"] == 100
+    from study.errors import InputError
+
+    with pytest.raises(InputError, match="--trajectory 75 is not a snapshot step"):
+        main([*args, "--trajectory", "75"])
