@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trajectory", default="none",
                    help="trajectory distillation: follow the teacher's snapshots up to --teacher-step, the one of "
                         "an epoch growing linearly: bank (every snapshot), steps such as 250,1000, or none")
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="student learning rate: constant, or cosine annealed to 0 over the run's steps")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="stratified student training subset size")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               **{scale_key(n): getattr(args, scale_key(n)) for n in kd_terms()},
               **{k: getattr(args, k) for k in all_hyperparams()},
               "views": args.views, "views_k": args.views_k, "views_seed": args.views_seed,
-              "trajectory": args.trajectory,
+              "trajectory": args.trajectory, "lr_schedule": args.lr_schedule,
               **{k: getattr(args, k) for k in view_hyperparams()}}
     spec = run_spec(config, dataset=args.dataset, epochs=args.epochs, train_subset=args.train_subset)
     spec = replace(spec, teachers=tuple(replace(ref, weight=w) for ref, w in zip(spec.teachers, weights)))

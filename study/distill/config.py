@@ -111,6 +111,9 @@ class _Base(BaseModel):
     views_k: Annotated[int, Field(ge=1, le=MAX_VIEWS_K, strict=True)] = Field(
         4, description="fixed views per training image (the teacher cache is views_k x a plain one)")
     views_seed: Seed = Field(0, description="seed the views are drawn from (the same for every student seed)")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="student learning rate: constant, or cosine (annealed to 0 over the run's steps; "
+                                "patient training is this over more --max-epochs)")
     trajectory: Annotated[Union[Literal["none", "bank"], tuple[int, ...]], BeforeValidator(_trajectory)] = Field(
         "none", description="follow the teacher's snapshots, the one of an epoch growing linearly to teacher_step: "
                             "bank (every snapshot up to it), steps such as 250,1000, or none")
@@ -262,7 +265,7 @@ def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset:
         refs.append(TeacherRef(arch, step, weight, run.teacher_seed, trajectory_steps(run.trajectory, step)))
     return RunSpec(dataset=dataset, student=run.student, teachers=tuple(refs), loss=loss_config(run),
                    teacher_label_smoothing=run.teacher_label_smoothing, epochs=epochs, seed=run.seed,
-                   train_subset=train_subset, views=view_set(run))
+                   train_subset=train_subset, views=view_set(run), lr_schedule=run.lr_schedule)
 
 
 def trajectory_steps(trajectory: Any, step: int) -> tuple[int, ...]:

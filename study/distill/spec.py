@@ -75,6 +75,7 @@ class RunSpec:
     lr: float = 1e-3
     weight_decay: float = 1e-3
     views: ViewSet | None = None
+    lr_schedule: str = "constant"
 
     @property
     def alpha(self) -> float:
@@ -160,7 +161,7 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
         transforms.append(views)
     loss = LeveledKDLoss(spec.loss_config, model.feature_dim, teacher_dims, weights)
     config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                         weight_decay=spec.weight_decay, seed=spec.seed, device=device,
+                         weight_decay=spec.weight_decay, seed=spec.seed, device=device, lr_schedule=spec.lr_schedule,
                          **({"precision": precision} if precision else {}))
     return Trainer(model, loss, tensors, config, callbacks, batch_transform=compose(transforms))
 

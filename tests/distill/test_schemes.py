@@ -170,3 +170,18 @@ def test_trajectory_from_the_command_line(mnist_root, tmp_path, capsys):
 
     with pytest.raises(InputError, match="--trajectory 75 is not a snapshot step"):
         main([*args, "--trajectory", "75"])
+
+
+# ----------------------------------------------------------------------------- patient training
+
+def test_lr_schedule_is_a_run_key_that_reaches_the_trainer(mnist, mnist_root, tmp_path, capsys):
+    spec = spec_of({"teachers": "none", "alpha": 1.0, "lr_schedule": "cosine"}, epochs=2)
+    assert spec.lr_schedule == "cosine" and spec.params()["lr_schedule"] == "cosine"
+    trainer = build_trainer(spec, mnist, train_val_split(mnist, 200, seed=0), [], device="cpu", precision="fp32")
+    assert trainer.scheduler is not None and trainer.scheduler.T_max == trainer.total_steps == 2 * 2
+    assert spec_of({"teachers": "none"}).lr_schedule == "constant"
+    with pytest.raises(ConfigError, match="lr_schedule='linear'"):
+        validate_run({"lr_schedule": "linear"})
+    assert main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher", "none",
+                 "--lr-schedule", "cosine", "--epochs", "1", "--train-subset", "200", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lr_schedule"] == "cosine"

@@ -9,14 +9,16 @@ from study.train.trainer import (AtSteps, EveryEpoch, TrainConfig, Trainer, auto
                            resolve_precision, seed_everything, select_device)
 
 
-def make_trainer(mnist, epochs=1, seed=0, callbacks=(), subset=600, max_steps=None, precision="fp32", arch="mlp_2"):
+def make_trainer(mnist, epochs=1, seed=0, callbacks=(), subset=600, max_steps=None, precision="fp32", arch="mlp_2",
+                 lr_schedule="constant"):
     split = train_val_split(mnist, train_subset=subset, seed=0)
     seed_everything(seed)
     model = build_model(arch, mnist.input_shape, 10)
     loss = LeveledKDLoss(LeveledKDConfig(alpha=1.0))
     tensors = {"x": mnist.train_x[split.train], "y": mnist.train_y[split.train]}
     return Trainer(model, loss, tensors, TrainConfig(epochs=epochs, seed=seed, max_steps=max_steps,
-                                                     batch_size=64, precision=precision), callbacks)
+                                                     batch_size=64, precision=precision, lr_schedule=lr_schedule),
+                   callbacks)
 
 
 def weights(trainer):
@@ -175,3 +177,29 @@ def test_a_run_with_views_resumes_exactly(mnist):
     resumed.fit()
     torch.testing.assert_close(weights(resumed), weights(full))
     assert not torch.equal(weights(full), weights(make_trainer(mnist, epochs=2).fit()))
+
+
+def test_cosine_schedule_anneals_over_the_run_and_resumes_exactly(mnist):
+    lrs = []
+    trainer = make_trainer(mnist, epochs=2, lr_schedule="cosine",
+                           callbacks=[AtSteps(lambda s: True, lambda t: lrs.append(t.optimizer.param_groups[0]["lr"]))])
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-3 and trainer.total_steps == 20
+    trainer.fit()
+    assert lrs[9] == pytest.approx(0.5e-3) and lrs[-1] == pytest.approx(0.0, abs=1e-12)  # after steps 10 and 20
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    stop = AtSteps(lambda s: s == 13, lambda t: setattr(t, "should_stop", True))  # interrupted, not a shorter run
+    state = make_trainer(mnist, epochs=2, lr_schedule="cosine", callbacks=[stop]).fit().state_dict()
+    assert state["scheduler"]["last_epoch"] == 13
+    resumed = make_trainer(mnist, epochs=2, lr_schedule="cosine")
+    resumed.load_state_dict(state)
+    resumed.fit()
+    torch.testing.assert_close(weights(resumed), weights(trainer))
+    constant = make_trainer(mnist, epochs=2).fit()
+    assert constant.scheduler is None and constant.optimizer.param_groups[0]["lr"] == 1e-3
+    assert not torch.equal(weights(constant), weights(trainer))
+    with pytest.raises(ValueError, match="no learning-rate schedule state"):
+        make_trainer(mnist, epochs=2, lr_schedule="cosine").load_state_dict(constant.state_dict())
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="graphs"):
+        TrainConfig(lr_schedule="cosine", step_mode="graphs")
