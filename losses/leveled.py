@@ -133,10 +133,14 @@ class LeveledKDLoss(nn.Module):
 
     def forward(self, student_out: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor,
                 teacher_logits: Sequence[torch.Tensor] = (),
-                teacher_features: Sequence[torch.Tensor] = ()) -> dict[str, torch.Tensor]:
+                teacher_features: Sequence[torch.Tensor] = (),
+                soft_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``soft_targets`` (class probabilities [N, C], e.g. mixup's ``lam * y_i + (1 - lam) * y_j``)
+        replace ``targets`` in the CE term, which is linear in them: mixup's CE is then exactly
+        ``lam * CE(y_i) + (1 - lam) * CE(y_j)``. Terms that read labels (DKD) still get ``targets``."""
         cfg = self.config
         logits, features = student_out
-        ce = cross_entropy(logits.float(), targets, cfg.label_smoothing)
+        ce = cross_entropy(logits.float(), targets if soft_targets is None else soft_targets, cfg.label_smoothing)
         parts = dict.fromkeys(self.part_names, ce.new_zeros(()))
         kd_sum = None
         for name, term in self.terms.items():

@@ -4,7 +4,8 @@ Layout of an output directory (default ``runs/``)::
 
     mlflow.db                 MLflow tracking store (default; --tracking-uri for a server)
     optuna.db                 Optuna studies (open with optuna-dashboard)
-    teachers/                 snapshot banks + output caches, shared by all studies
+    teachers/                 snapshot banks + output caches (computed by the first trial that needs
+                              one), shared by all studies
     studies/<study>/study.json     what was planned, MLflow parent run id, status, each invocation's
                                    times (totals add the --resume'd ones), each teacher bank's precision
     studies/<study>/tune/          Ray Tune experiment (trial checkpoints; what --resume restores)
@@ -241,14 +242,14 @@ def _run(study: Study, plan: dict[str, Any], data, split, started: float) -> int
     from study.search.stage import run_search
 
     try:
-        caches, state["teachers"] = build_teachers(study, data, split, tracker, parent_id)
+        state["teachers"] = build_teachers(study, data, tracker, parent_id)
     except KeyboardInterrupt:  # the banks keep every snapshot and training state saved so far
         close_invocation(study, state, invocation, "interrupted", teachers_done=time.time())
         say(f"study {study.name} interrupted while training its teachers; their snapshots so far are kept. "
             f"Continue with: {resume_command(study)}")
         return 130
     teachers_done = time.time()
-    outcome = run_search(study, data, caches, tracker, parent_id)
+    outcome = run_search(study, data, tracker, parent_id)
     state["summary"] = outcome.get("summary")
     close_invocation(study, state, invocation, outcome["status"], teachers_done, outcome["finished"])
     timings = {k: invocation[k] for k in ("teachers_seconds", "trials_seconds")}
@@ -317,34 +318,29 @@ def resume_command(study: Study) -> str:
     return shlex.join(["python", "run_study.py", *argv, "--resume"])
 
 
-def build_teachers(study: Study, data, split, tracker: Tracker, parent_id: str) -> tuple[dict, dict]:
-    """Stage 1, then the caches the trials need, as numpy arrays for the object store; and per
-    teacher bank the precision it was trained in and its last step, which ``study.json`` records
-    (an existing bank keeps its precision whatever ``--precision`` says)."""
+def build_teachers(study: Study, data, tracker: Tracker, parent_id: str) -> dict:
+    """Stage 1: train or extend every teacher bank the space can use, and log each teacher's run.
+    Returns per bank the precision it was trained in and its last step, which ``study.json``
+    records (an existing bank keeps its precision whatever ``--precision`` says).
+
+    No teacher-output cache is computed here: each trial takes the caches its config asks for
+    from the banks, computing one on first use (:mod:`study.distill.outputs`), so a snapshot or
+    a view set no trial samples costs nothing and no cache travels through the object store."""
     from study.teachers.stage import build_teacher_banks
-    from study.search.trainable import as_arrays, cache_key
 
     args = study.args
     specs = study.space.teacher_specs(args.dataset)
-    steps: dict[str, list[int]] = {}
-    for arch, step in study.space.teacher_caches_used():
-        steps.setdefault(arch, []).append(step)
     # on a cluster, trials that want GPUs mean teachers should get one too, even if the (autoscaling)
     # cluster has no GPU node up yet; otherwise: a GPU when the cluster has one
     gpus = 1 if args.address and args.gpus_per_trial > 0 else None
-    manifests = build_teacher_banks(specs, data, study.bank_root, args.teacher_steps, steps, split.train,
-                                    args.teacher_eval_images, cpus_per_teacher=args.cpus_per_trial,
-                                    gpus_per_teacher=gpus, progress=say)
-    caches, teachers = {}, {}
+    manifests = build_teacher_banks(specs, data, study.bank_root, args.teacher_steps, args.teacher_eval_images,
+                                    cpus_per_teacher=args.cpus_per_trial, gpus_per_teacher=gpus, progress=say)
+    teachers = {}
     for spec, manifest in manifests.items():
         teachers[spec.key] = bank_record(manifest)
-        bank = TeacherBank(study.bank_root, spec)
-        note = bank.precision_note(args.precision)
+        note = TeacherBank(study.bank_root, spec).precision_note(args.precision)
         if note:  # here, not only in the task: a task's output reaches the terminal only with --verbose
             say(note)
         tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,
                                                   "eval_images": args.teacher_eval_images}, manifest)
-        for step in steps.get(spec.arch, []):
-            caches[cache_key(spec.arch, spec.label_smoothing, step, spec.seed)] = as_arrays(
-                *bank.outputs(step, data, split.train, device="cpu"))
-    return caches, teachers
+    return teachers

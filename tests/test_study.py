@@ -259,3 +259,40 @@ def test_kd_methods_study_reports_each_arm_against_no_kd(mnist_root, bank_dir, t
     assert float(dkd.data.params["s_dkd"]) == 1.0 and float(dkd.data.params["s_kl"]) == 0.0
     assert {"dkd_beta", "dkd_alpha", "temperature"} <= set(dkd.data.params)
     assert dkd.data.metrics["loss_dkd"] > 0 and by_variant["rkd"].data.metrics["loss_rkd"] > 0
+
+
+def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_path):
+    """The transfer space end to end on a tiny budget (its arms' snapshot set to the tiny bank's last):
+    every arm completes, the trials computed the caches they needed in the banks (views, trajectory
+    snapshots, the MLP teacher's), and the table says which scheme each trial ran."""
+    import pandas as pd
+
+    args = [sys.executable, "run_study.py", "--space", "transfer", "--data-root", str(mnist_root), "--no-download",
+            "--output-dir", str(tmp_path), "--bank-dir", str(bank_dir), "--set", "teacher_step=100",
+            "--teacher-steps", "100", "--teacher-eval-images", "50", "--train-subset", "300", "--val-images", "100",
+            "--test-images", "200", "--num-cpus", "2", "--quiet", "--max-epochs", "2", "--patience", "0",
+            "--keep-best", "1"]
+    result = run_study(*args, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = tmp_path / "studies" / "transfer-mnist"
+    table = pd.read_csv(study / "reports" / "trials.csv")
+    assert len(table) == 13 and set(table["state"]) == {"completed"}  # 12 arms + the no-KD baseline
+    arms = table.dropna(subset=["arm"]).set_index("arm")
+    assert len(arms) == 12
+    for arm in ("fm_mixup", "fm_noise", "fm_erase", "mlp_teacher_mixup"):
+        assert arms.loc[arm, "loss_kl"] > 0 and arms.loc[arm, "views"] == arm.split("_")[-1] and arms.loc[arm, "alpha"] == 0
+    for arm in ("aug_mixup", "aug_noise", "aug_erase"):
+        assert arms.loc[arm, "loss_kl"] == 0 and arms.loc[arm, "views"] == arm.split("_")[-1]
+        assert arms.loc[arm, "teachers"] == "none" and arms.loc[arm, "variant"] == "no_kd"
+    assert arms.loc["trajectory", "trajectory"] == "50,100" and arms.loc["kd_cosine", "lr_schedule"] == "cosine"
+    assert (arms["epochs_done"] == 2).all()
+    cnn = bank_dir / "mnist" / "cnn_1" / "seed-0"
+    from study.train.views import ViewSet
+
+    for view in ("mixup", "noise", "erase"):
+        assert len(list(cnn.glob(f"step-000100.outputs-*-{ViewSet.create(view).tag}.pt"))) == 1, view
+    assert list(cnn.glob("step-000050.outputs-*.pt"))  # the trajectory's first snapshot
+    mlp = bank_dir / "mnist" / "mlp_1" / "seed-0"
+    assert list(mlp.glob(f"step-000100.outputs-*-{ViewSet.create('mixup').tag}.pt"))
+    report = (study / "reports" / "arms.md").read_text()
+    assert all(f"| {arm} |" in report or f"| **{arm}** (chosen on val) |" in report for arm in arms.index)

@@ -2,6 +2,7 @@
 
     python -m study.distill --dataset mnist --teacher cnn_1 --teacher-step 2500 \\
         --student mlp_1 --alpha 0.5 --temperature 4 --s-kl 1 --s-fm 0 --epochs 5 [--json]
+    python -m study.distill --teacher cnn_1 --teacher-step 2500 --alpha 0 --views mixup --views-k 4
 
 Trains (or reuses) the teacher's snapshot bank, computes (or reuses) the chosen
 snapshot's output cache, distills, and prints the student's clean and translated
@@ -23,11 +24,13 @@ from losses import all_hyperparams, kd_terms, scale_key
 from models import model_names
 
 from study.train.data import DATASETS, load_dataset, shift_grid, train_val_split
-from study.distill.spec import RunSpec, TeacherRef, build_trainer, evaluate_split
+from study.distill.spec import RunSpec, build_trainer, evaluate_split
 from study.errors import InputError, check_device
 from study.train.runtime import PRECISION_ENV
+from study.train.views import view_hyperparams, view_names
 from study.distill.config import run_spec
-from study.teachers.bank import TeacherBank, TeacherSpec, snapshot_steps, teacher_bank_root
+from study.distill.outputs import teacher_bank, teacher_outputs
+from study.teachers.bank import snapshot_steps, teacher_bank_root
 
 if TYPE_CHECKING:
     from study.tracking.runs import Tracker
@@ -63,6 +66,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, hp in all_hyperparams().items():
         kd.add_argument("--" + key.replace("_", "-"), type=float, default=hp.default,
                         help=f"{hp.help} {hp.bounds_text}")
+    views = p.add_argument_group("views (function matching)", "train on K fixed views of each image; the KD terms "
+                                 "read the teacher's outputs on the same view (cached per view set in the bank); "
+                                 "--teacher none: the augmentation control (CE on the views)")
+    views.add_argument("--views", default="none", choices=["none", *view_names()])
+    views.add_argument("--views-k", type=int, default=4, help="views per image (cache: K x a plain one)")
+    views.add_argument("--views-seed", type=int, default=0, help="seed the views are drawn from")
+    for key, hp in view_hyperparams().items():
+        views.add_argument("--" + key.replace("_", "-"), type=float, default=hp.default,
+                           help=f"{hp.help} {hp.bounds_text}")
+    p.add_argument("--trajectory", default="none",
+                   help="trajectory distillation: follow the teacher's snapshots up to --teacher-step, the one of "
+                        "an epoch growing linearly: bank (every snapshot), steps such as 250,1000, or none")
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="student learning rate: constant, or cosine annealed to 0 over the run's steps")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="stratified student training subset size")
@@ -98,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
               "label_smoothing": args.label_smoothing, "teacher_label_smoothing": args.teacher_label_smoothing,
               "seed": args.seed, **{f"step_{a}": s for a, s in zip(teachers, args.teacher_step)},
               **{scale_key(n): getattr(args, scale_key(n)) for n in kd_terms()},
-              **{k: getattr(args, k) for k in all_hyperparams()}}
-    spec = replace(run_spec(config, dataset=args.dataset, epochs=args.epochs, train_subset=args.train_subset),
-                   teachers=tuple(TeacherRef(a, s, w) for a, s, w in zip(teachers, args.teacher_step, weights)))
+              **{k: getattr(args, k) for k in all_hyperparams()},
+              "views": args.views, "views_k": args.views_k, "views_seed": args.views_seed,
+              "trajectory": args.trajectory, "lr_schedule": args.lr_schedule,
+              **{k: getattr(args, k) for k in view_hyperparams()}}
+    spec = run_spec(config, dataset=args.dataset, epochs=args.epochs, train_subset=args.train_subset)
+    spec = replace(spec, teachers=tuple(replace(ref, weight=w) for ref, w in zip(spec.teachers, weights)))
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     tracking = _tracker(args)  # before training: an unreachable tracking server fails in seconds
 
@@ -110,17 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         split = train_val_split(data, args.train_subset, seed=args.seed)
     except ValueError as error:
         raise InputError(f"--train-subset {args.train_subset}: {error}") from None
-    outputs = []
+    root = teacher_bank_root(args.output_dir)
     if spec.uses_teachers:
         max_steps = args.teacher_steps or max(r.step for r in spec.teachers)
-        root = teacher_bank_root(args.output_dir)
         for ref in spec.teachers:
-            if ref.step not in snapshot_steps(max_steps):
-                raise InputError(f"--teacher-step {ref.step} is not a snapshot step; valid: "
-                                 f"{', '.join(map(str, snapshot_steps(max_steps)))}")
-            bank = TeacherBank(root, TeacherSpec(args.dataset, ref.arch, 0, args.teacher_label_smoothing))
-            bank.ensure(data, max_steps, device=args.device, progress=log)
-            outputs.append(bank.outputs(ref.step, data, split.train, device=args.device))
+            for step in (*ref.trajectory, ref.step):
+                if step not in snapshot_steps(max_steps):
+                    flag = "--teacher-step" if step == ref.step else "--trajectory"
+                    raise InputError(f"{flag} {step} is not a snapshot step; valid: "
+                                     f"{', '.join(map(str, snapshot_steps(max_steps)))}")
+            teacher_bank(spec, ref.arch, ref.seed, root).ensure(data, max_steps, device=args.device, progress=log)
+    outputs = teacher_outputs(spec, data, split, root, device=args.device)  # cached in the banks on first use
     teacher_seconds = time.perf_counter() - started
 
     epoch_times: list[float] = []

@@ -7,7 +7,8 @@ is written once (label smoothing is ``[0, 1)`` everywhere, not ``< 1`` in one pl
 ``<= 0.999`` in another), unknown keys are errors, and a model's role (teacher or student)
 comes from the model registry, not from its name. The KD terms' scales (``s_<term>``) and
 hyperparameters are fields generated from the KD-term registry (losses/registry.py), so a
-new method is searchable, settable and validated without touching this file.
+new method is searchable, settable and validated without touching this file; the same holds for
+the views of function matching (``views`` and each view's parameters, study/train/views.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -31,6 +33,8 @@ from models import model_names
 
 from study.distill.spec import RunSpec, TeacherRef
 from study.errors import UserError
+from study.teachers.bank import snapshot_steps
+from study.train.views import MAX_VIEWS_K, ViewSet, view_class, view_hyperparams, view_names
 
 #: The poster's named points of the formula: which of (s_kl, s_fm) is on (from the loss's own names).
 VARIANTS = {name: (float("kl" in terms), float("fm" in terms)) for terms, name in POSTER_VARIANTS.items()}
@@ -53,6 +57,23 @@ def _teachers(value: str) -> str:
     valid = model_names("teacher")
     if value != "none" and any(a not in valid for a in value.split("+")):
         raise ValueError(f"valid teachers are {', '.join(valid)} (joined by '+') or none")
+    return value
+
+
+def _trajectory(value: Any) -> Any:
+    """``none``, ``bank`` or snapshot steps in increasing order (a list, or ``250,500,1000`` as text:
+    what ``--set`` and an Optuna choice can carry) as a tuple."""
+    if isinstance(value, str) and value not in ("none", "bank"):
+        try:
+            value = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError("use none, bank or snapshot steps such as 250,500,1000") from None
+    if isinstance(value, (list, tuple)):
+        if not value or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in value):
+            raise ValueError("trajectory steps must be positive snapshot steps, e.g. [250, 500, 1000]")
+        if list(value) != sorted(set(value)):
+            raise ValueError("trajectory steps must increase (the student follows the teacher's training)")
+        return tuple(value)
     return value
 
 
@@ -84,6 +105,18 @@ class _Base(BaseModel):
         None, description="no_kd, normal_kd, type_1 or type_2 (sets which of s_kl, s_fm are zero)")
     seed: Seed = Field(0, description="student seed (initialization, batch order)")
     baseline: bool = Field(False, description="this trial is the study's no-KD baseline (set by the study)")
+    views: Literal[("none", *view_names())] = Field(  # type: ignore[valid-type]
+        "none", description="train on fixed views of the images (function matching; no teacher: the augmentation "
+                            "control): " + ", ".join(view_names()) + " or none")
+    views_k: Annotated[int, Field(ge=1, le=MAX_VIEWS_K, strict=True)] = Field(
+        4, description="fixed views per training image (the teacher cache is views_k x a plain one)")
+    views_seed: Seed = Field(0, description="seed the views are drawn from (the same for every student seed)")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="student learning rate: constant, or cosine (annealed to 0 over the run's steps; "
+                                "patient training is this over more --max-epochs)")
+    trajectory: Annotated[Union[Literal["none", "bank"], tuple[int, ...]], BeforeValidator(_trajectory)] = Field(
+        "none", description="follow the teacher's snapshots, the one of an epoch growing linearly to teacher_step: "
+                            "bank (every snapshot up to it), steps such as 250,1000, or none")
 
     @model_validator(mode="after")
     def _cross_field(self) -> "_Base":
@@ -92,6 +125,8 @@ class _Base(BaseModel):
             raise ValueError(f"teachers={self.teachers!r} names a teacher twice")
         if len(archs) > 2:
             raise ValueError(f"teachers={self.teachers!r}: at most two teachers co-advise a student")
+        for name in view_names():  # a view's own rules (erase_min <= erase_max), checked whether in use or not
+            view_class(name)({hp.name: getattr(self, hp.name) for hp in view_class(name).hyperparams})
         return self
 
 
@@ -102,6 +137,11 @@ def _kd_fields() -> dict[str, Any]:
                                    Field(float(cls.default_scale), description=f"scale of the {name} term "
                                                                                f"({cls.summary})"))
     for key, hp in all_hyperparams().items():
+        bound = {"gt" if hp.low_open else "ge": hp.low}
+        if hp.high != float("inf"):
+            bound["le"] = hp.high
+        fields[key] = (Annotated[float, Field(**bound)], Field(hp.default, description=hp.help))
+    for key, hp in view_hyperparams().items():
         bound = {"gt" if hp.low_open else "ge": hp.low}
         if hp.high != float("inf"):
             bound["le"] = hp.high
@@ -219,10 +259,37 @@ def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset:
         weights = [run.teacher_weight, 1.0 - run.teacher_weight]
     else:
         weights = [1.0] * len(archs)
-    refs = tuple(TeacherRef(a, _teacher_step(run, a), w, run.teacher_seed) for a, w in zip(archs, weights))
-    return RunSpec(dataset=dataset, student=run.student, teachers=refs, loss=loss_config(run),
+    refs = []
+    for arch, weight in zip(archs, weights):
+        step = _teacher_step(run, arch)
+        refs.append(TeacherRef(arch, step, weight, run.teacher_seed, trajectory_steps(run.trajectory, step)))
+    return RunSpec(dataset=dataset, student=run.student, teachers=tuple(refs), loss=loss_config(run),
                    teacher_label_smoothing=run.teacher_label_smoothing, epochs=epochs, seed=run.seed,
-                   train_subset=train_subset)
+                   train_subset=train_subset, views=view_set(run), lr_schedule=run.lr_schedule)
+
+
+def trajectory_steps(trajectory: Any, step: int) -> tuple[int, ...]:
+    """The snapshot steps a teacher at ``step`` is followed through, ending at ``step`` (added when
+    a list stops short of it): ``bank`` is the study's snapshot schedule up to ``step``; () for none."""
+    if trajectory == "none":
+        return ()
+    if trajectory == "bank":
+        steps = tuple(snapshot_steps(step))
+        return steps if steps and steps[-1] == step else (*steps, step)
+    late = [s for s in trajectory if s > step]
+    if late:
+        raise ConfigError(f"trajectory={','.join(map(str, trajectory))}: step {late[0]} is after the teacher's "
+                          f"snapshot {step}, where the trajectory ends")
+    return tuple(trajectory) if trajectory[-1] == step else (*trajectory, step)
+
+
+def view_set(run: Any) -> ViewSet | None:
+    """The fixed views a validated run trains on (None for ``views=none``); only the chosen view's
+    parameters are part of it, so another view's keys never change its teacher cache."""
+    if run.views == "none":
+        return None
+    own = {hp.name: getattr(run, hp.name) for hp in view_class(run.views).hyperparams}
+    return ViewSet.create(run.views, run.views_k, run.views_seed, **own)
 
 
 def _teacher_step(run: Any, arch: str) -> int:

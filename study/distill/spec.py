@@ -3,7 +3,11 @@ one-run CLI (``python -m study.distill``) and every Ray Tune trial.
 
 Both describe a run with the same :class:`RunSpec`; this module turns it into a
 :class:`~study.train.trainer.Trainer` whose extra per-sample tensors are the teachers'
-cached outputs, so the training loop itself knows nothing about teachers.
+cached outputs, so the training loop itself knows nothing about teachers. The schemes that
+change what a step sees are the trainer's batch transform (study/train/transforms.py): fixed
+views of the images for function matching (:class:`~study.train.views.ViewBatches`, the
+teachers' outputs cached per view) and trajectory distillation
+(:class:`~study.train.transforms.FollowTrajectory`: the teacher snapshot grows with the epoch).
 """
 from __future__ import annotations
 
@@ -19,16 +23,34 @@ from models import build_model
 from study.train.data import ImageData, Shift, Split, evaluation_indices
 from study.train.evaluation import TranslationResult, translation_accuracy
 from study.train.trainer import Callback, TrainConfig, Trainer, inference_model, seed_everything
+from study.train.transforms import BatchTransform, FollowTrajectory, compose, linear_schedule
+from study.train.views import ViewBatches, ViewSet
 
 
 @dataclass(frozen=True)
 class TeacherRef:
-    """One teacher of a run: architecture, snapshot step, mixing weight and the seed its bank was trained with."""
+    """One teacher of a run: architecture, snapshot step, mixing weight and the seed its bank was trained with.
+
+    ``trajectory``: the snapshot steps the student follows, in order, ending at ``step``
+    (trajectory distillation, an offline stand-in for online distillation, Abnar et al. 2020);
+    empty: the snapshot ``step`` throughout. Which one an epoch uses: :meth:`schedule`.
+    """
 
     arch: str
     step: int
     weight: float = 1.0
     seed: int = 0
+    trajectory: tuple[int, ...] = ()
+
+    def schedule(self, epochs: int) -> list[int]:
+        """The snapshot step of each of ``epochs`` epochs: the trajectory's first snapshot at epoch 0,
+        ``step`` at the last epoch, linearly in between (:func:`~study.train.transforms.linear_schedule`)."""
+        steps = self.trajectory or (self.step,)
+        return [steps[i] for i in linear_schedule(len(steps), epochs)]
+
+    def snapshots_used(self, epochs: int) -> list[int]:
+        """The snapshots a run of ``epochs`` epochs reads, in order (one teacher-output cache each)."""
+        return sorted(set(self.schedule(epochs)))
 
 
 @dataclass(frozen=True)
@@ -36,7 +58,9 @@ class RunSpec:
     """Everything that defines one student run (what a Tune trial's config resolves to).
 
     ``loss`` holds alpha, label smoothing and every KD term's scale and hyperparameters
-    (``LeveledKDConfig(s_kl=1.0, temperature=4.0)``; see losses/registry.py).
+    (``LeveledKDConfig(s_kl=1.0, temperature=4.0)``; see losses/registry.py). ``views``: train
+    on fixed views of the images (function matching; without teachers, the augmentation control),
+    the KD terms reading the teachers' outputs on the same views.
     """
 
     dataset: str = "mnist"
@@ -50,6 +74,8 @@ class RunSpec:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-3
+    views: ViewSet | None = None
+    lr_schedule: str = "constant"
 
     @property
     def alpha(self) -> float:
@@ -69,15 +95,22 @@ class RunSpec:
     def params(self) -> dict[str, object]:
         """Flat, loggable description (one MLflow param per entry): every KD term's effective
         scale and the hyperparameters of the terms in use."""
-        flat: dict[str, object] = {k: v for k, v in asdict(self).items() if k not in ("teachers", "loss")}
+        flat: dict[str, object] = {k: v for k, v in asdict(self).items() if k not in ("teachers", "loss", "views")}
         loss = self.loss_config
         flat.update(alpha=loss.alpha, label_smoothing=loss.label_smoothing, **loss.flat())
+        flat["views"] = self.views.name if self.views else "none"
+        if self.views:
+            flat.update(views_k=self.views.k, views_seed=self.views.seed, **dict(self.views.hparams))
         flat["variant"] = loss.variant
         flat["teachers"] = "+".join(t.arch for t in self.teachers) or "none"
         for i, t in enumerate(self.teachers):
             flat[f"teacher_{i}"] = t.arch
             flat[f"teacher_{i}_step"] = t.step
             flat[f"teacher_{i}_weight"] = t.weight
+            if t.trajectory:
+                flat[f"teacher_{i}_trajectory"] = ",".join(map(str, t.trajectory))
+        flat["trajectory"] = ",".join(map(str, self.teachers[0].trajectory)) if self.teachers and \
+            self.teachers[0].trajectory else "none"
         flat["teacher_seed"] = self.teachers[0].seed if self.teachers else "none"
         return flat
 
@@ -90,7 +123,9 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
     """A ready-to-fit trainer for the student of ``spec``.
 
     ``teacher_outputs`` holds each teacher's cached (logits, features) on the
-    student's training images, in the order of ``split.train``.
+    student's training images, in the order of ``split.train`` (with ``spec.views``: on each
+    image's ``K`` views, ``[N, K, ...]``; for a teacher with a trajectory: stacked over the snapshots
+    it uses, ``[N, U, ...]``; as :func:`study.distill.outputs.teacher_outputs` gives them).
     """
     if spec.uses_teachers and len(teacher_outputs) != len(spec.teachers):
         raise ValueError(f"run has {len(spec.teachers)} teachers but {len(teacher_outputs)} cached outputs")
@@ -105,13 +140,30 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
             raise ValueError("teacher outputs must cover exactly the student's training images")
         tensors["teacher_logits"] = [logits for logits, _ in teacher_outputs]
         tensors["teacher_features"] = [features for _, features in teacher_outputs]
-        teacher_dims = [features.shape[1] for _, features in teacher_outputs]
+        teacher_dims = [features.shape[-1] for _, features in teacher_outputs]
         weights = [t.weight for t in spec.teachers]
+    transforms: list[BatchTransform] = []
+    if spec.uses_teachers and any(t.trajectory for t in spec.teachers):  # first: [n, U, (K,) ...] -> [n, (K,) ...]
+        positions = [[ref.snapshots_used(spec.epochs).index(step) for step in ref.schedule(spec.epochs)]
+                     if ref.trajectory else None for ref in spec.teachers]
+        for (logits, _), ref, schedule in zip(teacher_outputs, spec.teachers, positions):
+            if schedule is not None and logits.shape[1] != len(ref.snapshots_used(spec.epochs)):
+                raise ValueError(f"teacher {ref.arch}: outputs must be stacked over the snapshots "
+                                 f"{ref.snapshots_used(spec.epochs)}")
+        transforms.append(FollowTrajectory(positions))
+    if spec.views is not None:
+        views = ViewBatches(spec.views, spec.views.draw(len(idx), data.input_shape), tensors["x"], tensors["y"],
+                            data.fill, data.num_classes)
+        if spec.uses_teachers and any(logits.shape[2 if ref.trajectory else 1] != spec.views.k
+                                      for (logits, _), ref in zip(teacher_outputs, spec.teachers)):
+            raise ValueError(f"teacher outputs must hold the {spec.views.k} views of every image")
+        tensors.update(views.per_sample())
+        transforms.append(views)
     loss = LeveledKDLoss(spec.loss_config, model.feature_dim, teacher_dims, weights)
     config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                         weight_decay=spec.weight_decay, seed=spec.seed, device=device,
+                         weight_decay=spec.weight_decay, seed=spec.seed, device=device, lr_schedule=spec.lr_schedule,
                          **({"precision": precision} if precision else {}))
-    return Trainer(model, loss, tensors, config, callbacks)
+    return Trainer(model, loss, tensors, config, callbacks, batch_transform=compose(transforms))
 
 
 def split_images(data: ImageData, split: Split, which: str, max_images: int | None = None) -> torch.Tensor:

@@ -29,21 +29,21 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _trainable(study, data, caches):
+def _trainable(study, data):
     args = study.args
     settings = StudySettings(dataset=args.dataset, epochs=args.max_epochs, train_subset=study.train_subset,
                              data_seed=args.seed, val_images=args.val_images or None,
                              test_images=args.test_images or None, device=args.device, patience=args.patience,
                              min_epochs=getattr(args, "min_epochs", 0),
-                             precision=args.precision)
+                             precision=args.precision, bank_root=str(study.bank_root))
     resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_failures)
-    wrapped = tune.with_parameters(train_student, data=data, settings=settings, caches=caches)
+    wrapped = tune.with_parameters(train_student, data=data, settings=settings)
     return tune.with_resources(wrapped, resources.as_dict()), settings, resources
 
 
-def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> dict[str, Any]:
+def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
     args = study.args
-    trainable, settings, resources = _trainable(study, data, caches)
+    trainable, settings, resources = _trainable(study, data)
     tune_dir = study.dir / "tune"
     static = {"dataset": args.dataset, "train_subset": study.train_subset, "max_epochs": args.max_epochs,
               "study": study.name, "space": study.space.name}
@@ -90,6 +90,7 @@ def run_search(study, data, caches: dict, tracker: Tracker, parent_id: str) -> d
                "teacher_step": spec.teachers[0].step if spec.teachers else None,
                "teacher_weight": spec.teachers[0].weight if len(spec.teachers) > 1 else None,
                "alpha": spec.alpha, **{k: p[k] for k in kd_columns() if k in p},
+               **{k: p[k] for k in ("views", "views_k", "trajectory", "lr_schedule") if k in p},
                "teacher_label_smoothing": spec.teacher_label_smoothing, "seed": spec.seed, "epochs_done": epochs,
                "teacher_seed": spec.teachers[0].seed if spec.teachers else None, "arm": config.get("arm"),
                "stopped_early": bool(metrics.get("stopped_early", False)),

@@ -1,8 +1,10 @@
 """The Ray Tune trainable: a plain function of ``config`` around the shared trainer.
 
-Large, fixed inputs arrive through ``tune.with_parameters`` (the object store,
-one copy per node): the dataset and every teacher-output cache the space can ask
-for. A trial reports validation metrics (the objective; the test set is never
+The dataset arrives through ``tune.with_parameters`` (the object store, one copy
+per node). Teacher outputs do not: a trial takes the ones its config asks for from
+the snapshot banks (``StudySettings.bank_root``, shared storage on a cluster), where
+the first trial that needs a cache computes it under the bank's lock and every later
+trial (and study) reads it (:mod:`study.distill.outputs`). A trial reports validation metrics (the objective; the test set is never
 used to choose) every epoch with a checkpoint, so a paused, restored or retried
 trial continues from its last epoch instead of restarting. Test metrics and the
 per-image predictions are added to the final report, for reporting only.
@@ -19,7 +21,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from ray import tune
 
@@ -28,6 +29,7 @@ from study.distill.spec import Patience, build_trainer, evaluate_split, split_im
 from study.cluster.faults import raise_once_if_asked
 from study.train.predictions import save_predictions
 from study.distill.config import run_spec
+from study.distill.outputs import teacher_outputs
 from study.train.trainer import EveryEpoch, Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
@@ -52,44 +54,27 @@ class StudySettings:
     min_epochs: int = 0
     #: the driver's ``--precision``, carried in the settings so that remote workers use it too
     precision: str = "auto"
+    #: where the teacher banks are (``--bank-dir``, ``$LEVELED_KD_BANK`` or OUTPUT_DIR/teachers, resolved
+    #: by the driver): trials read and, on first use, compute their teacher-output caches there
+    bank_root: str = "runs/teachers"
 
 
-def cache_key(arch: str, label_smoothing: float, step: int, seed: int = 0) -> str:
-    return f"{arch}|ls{label_smoothing:g}|seed{seed}|{step}"
-
-
-def as_arrays(logits: torch.Tensor, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Numpy arrays travel through Ray's object store zero-copy (shared memory, one copy per node)."""
-    return logits.numpy(), features.numpy()
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    # object-store arrays are read-only views; indexing copies, so sharing them is safe
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array)
-
-
-def train_student(config: dict[str, Any], data: ImageData, settings: StudySettings,
-                  caches: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+def train_student(config: dict[str, Any], data: ImageData, settings: StudySettings) -> None:
     """One trial: build the run from ``config``, train, report every epoch, evaluate once at the end.
 
     Every epoch reports validation metrics (ASHA's and the patience rule's signal) with a
     checkpoint. The last report (budget reached, or validation stopped improving) adds the
     test metrics, ``final=1``, and a per-image predictions file in its checkpoint, which the
     driver keeps beside the study and logs to MLflow. ``time_*`` metrics split the trial's
-    wall time into optimizer steps, evaluation and checkpointing, for the efficiency benchmark.
+    wall time into optimizer steps, evaluation and checkpointing, for the efficiency benchmark;
+    ``time_setup_s`` includes reading (or, for the first trial that needs one, computing) the
+    teacher-output caches.
     """
     started = time.perf_counter()
     spec = run_spec(config, dataset=settings.dataset, epochs=settings.epochs, train_subset=settings.train_subset)
     # the subset is the study's (data_seed), the same for every trial; spec.seed drives init and order
     split = train_val_split(data, settings.train_subset, seed=settings.data_seed)
-    outputs = []
-    if spec.uses_teachers:
-        for ref in spec.teachers:
-            logits, features = caches[cache_key(ref.arch, spec.teacher_label_smoothing, ref.step, ref.seed)]
-            outputs.append((_tensor(logits), _tensor(features)))  # cached on split.train, in its order
+    outputs = teacher_outputs(spec, data, split, settings.bank_root, device=settings.device)  # on split.train
     shifts = shift_grid()
     patience = Patience(settings.patience, min_epochs=settings.min_epochs)
     clock = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "mark": 0.0}

@@ -9,11 +9,14 @@ robustness" is a lookup, not a retraining. Each bank is a directory::
         manifest.json            steps, clean/translated accuracy, sha256 of each file
         step-002500.pt           weights (loaded with weights_only=True, hash checked)
         step-002500.outputs.pt   teacher-output cache: logits + features on the training set
+        step-002500.outputs-<indices>[-<views>].pt   the same on a subset, or on K views of each image
         train-state.pt           optimizer/RNG state of the last step, to extend the bank
 
 Teacher outputs are fixed per snapshot, so they are computed the first time a
 student needs them and reused by every later student: students never run the
-teacher during training, and a snapshot no student uses costs nothing.
+teacher during training, and a snapshot no student uses costs nothing. The same
+holds for the outputs on fixed views of the training images (function matching,
+study/train/views.py): one cache per (snapshot, view set, training indices).
 
 Several studies (processes, nodes) may use one bank at once: every read-modify-write
 of the manifest, and the training and caching that lead to one, happen under the
@@ -44,6 +47,7 @@ from study.train.runtime import default_precision
 from study.train.evaluation import TranslationResult, translation_accuracy
 from study.train.predictions import PerImage, load_predictions, save_predictions
 from study.train.trainer import AtSteps, TrainConfig, Trainer, inference_model, resolve_precision, seed_everything, select_device
+from study.train.views import ViewSet
 
 #: Test images each snapshot is scored on (a seeded, stratified sample of the test set, the same
 #: for every snapshot and bank): the full 33-shift grid on 10k images costs minutes per snapshot on a CPU.
@@ -360,56 +364,83 @@ class TeacherBank:
             return "all"
         return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:12]
 
-    def outputs_path(self, step: int, indices: torch.Tensor | None = None) -> Path:
-        tag = self._indices_tag(indices)
+    @classmethod
+    def _cache_tag(cls, indices: torch.Tensor | None, views: ViewSet | None = None) -> str:
+        """The manifest's name of a cache: its training indices and, for view caches, the view set."""
+        tag = cls._indices_tag(indices)
+        return tag if views is None else f"{tag}-{views.tag}"
+
+    def outputs_path(self, step: int, indices: torch.Tensor | None = None, views: ViewSet | None = None) -> Path:
+        tag = self._cache_tag(indices, views)
         return self.dir / (f"step-{step:06d}.outputs.pt" if tag == "all" else f"step-{step:06d}.outputs-{tag}.pt")
 
     def outputs(self, step: int, data: ImageData, indices: torch.Tensor | None = None, device: str = "auto",
-                batch_size: int = 512, precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                batch_size: int = 512, precision: str | None = None,
+                views: ViewSet | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, features) of the snapshot on ``data.train_x[indices]`` (default: every
         training image), computed once, cached beside the snapshot and hash-checked.
 
         A study over a training subset caches just that subset (seconds, not minutes, on a CPU).
         A new cache is computed in ``precision`` (None: the bank's training precision; the
         cache records it); an existing cache is reused whatever precision computed it.
+
+        With ``views``, the outputs on each image's ``K`` fixed views ([N, K, C] and [N, K, F]),
+        in the order of ``views.draw(N, ...)``: ``K`` times the size of the plain cache and ``K``
+        teacher passes to compute, once per (snapshot, view set, indices).
         """
-        cached = self._cached_outputs(step, indices)
+        cached = self._cached_outputs(step, indices, views)
         if cached is None:
             with self._lock():  # one process computes a cache; the others wait and read it
-                cached = self._cached_outputs(step, indices) or self._compute_outputs(step, data, indices, device,
-                                                                                     batch_size, precision)
+                cached = self._cached_outputs(step, indices, views) or self._compute_outputs(
+                    step, data, indices, device, batch_size, precision, views)
         return cached["logits"], cached["features"]
 
-    def _cached_outputs(self, step: int, indices: torch.Tensor | None) -> dict | None:
-        """The cache of ``step`` on ``indices`` if it exists, matches the manifest's hash, the
-        snapshot and the current cache format; else None (to be computed)."""
+    def _cached_outputs(self, step: int, indices: torch.Tensor | None, views: ViewSet | None = None) -> dict | None:
+        """The cache of ``step`` on ``indices`` (and ``views``) if it exists, matches the manifest's
+        hash, the snapshot, the view set and the current cache format; else None (to be computed)."""
         record = self.record(step)
-        path = self.outputs_path(step, indices)
-        expected = record.get("outputs", {}).get(self._indices_tag(indices))
+        path = self.outputs_path(step, indices, views)
+        expected = record.get("outputs", {}).get(self._cache_tag(indices, views))
         if path.is_file() and expected:
             cached = self._checked_load(path, expected)
-            if cached.get("snapshot_sha256") == record["sha256"] and cached.get("format") == CACHE_FORMAT:
+            if cached.get("snapshot_sha256") == record["sha256"] and cached.get("format") == CACHE_FORMAT and \
+                    cached.get("views") == (views.describe() if views else None):
                 return cached
         return None
 
     def _compute_outputs(self, step: int, data: ImageData, indices: torch.Tensor | None, device: str,
-                         batch_size: int, precision: str | None = None) -> dict:
-        """Run the snapshot once and cache its outputs; the caller holds the bank's lock."""
+                         batch_size: int, precision: str | None = None, views: ViewSet | None = None) -> dict:
+        """Run the snapshot once (``K`` times with views) and cache its outputs; the caller holds the bank's lock."""
         record = self.record(step)
-        tag = self._indices_tag(indices)
-        path = self.outputs_path(step, indices)
+        tag = self._cache_tag(indices, views)
+        path = self.outputs_path(step, indices, views)
         images = data.train_x if indices is None else data.train_x[indices]
         dev = select_device(device)
         precision = resolve_precision(precision or self.manifest().get("precision", "fp32"), dev)
         model = inference_model(self.load(step, data, dev), dev, precision)
+        if views is not None:
+            params = views.draw(len(images), tuple(images.shape[1:]))
+            source, fill = images.to(dev), data.fill.to(dev)
+            shared = {name: value.to(dev) for name, value in params.shared.items()}
         logits, features = [], []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                out = model(images[start:start + batch_size].to(dev))
-                logits.append(out.logits.float().cpu())
-                features.append(out.features.float().cpu())
+                rows = slice(start, start + batch_size)
+                x = images[rows].to(dev)
+                if views is None:
+                    out = model(x)
+                    logits.append(out.logits.float().cpu())
+                    features.append(out.features.float().cpu())
+                    continue
+                per_view = []
+                for k in range(views.k):
+                    per = {name: value.to(dev) for name, value in params.of(rows, k).items()}
+                    per_view.append(model(views.build(x, per, shared, source, fill)))
+                logits.append(torch.stack([o.logits.float().cpu() for o in per_view], dim=1))
+                features.append(torch.stack([o.features.float().cpu() for o in per_view], dim=1))
         cached = {"format": CACHE_FORMAT, "logits": torch.cat(logits), "features": torch.cat(features),
-                  "snapshot_sha256": record["sha256"], "precision": precision}
+                  "snapshot_sha256": record["sha256"], "precision": precision,
+                  "views": views.describe() if views else None}
         digest = _atomic_save(cached, path)
         manifest = self.manifest()
         manifest["snapshots"][str(step)].setdefault("outputs", {})[tag] = digest

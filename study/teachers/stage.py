@@ -1,18 +1,19 @@
 """Stage 1 of a study: build every teacher bank the space can use, once, as Ray tasks.
 
 One task per teacher (on its own GPU when the cluster has GPUs): it trains or
-extends the snapshot bank and computes the output caches the space's trials
-will ask for, so stage 2 only reads them. Banks live under a directory every
-node can reach (``--bank-dir`` / ``$LEVELED_KD_BANK`` on a cluster).
+extends the snapshot bank. It computes no teacher-output cache: a trial computes
+the one it needs on first use, under the bank's lock, and every later trial reads
+it (:meth:`~study.teachers.bank.TeacherBank.outputs`), so a snapshot that no trial
+samples costs nothing. Banks live under a directory every node can reach
+(``--bank-dir`` / ``$LEVELED_KD_BANK`` on a cluster).
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import ray
-import torch
 
 from study.train.data import ImageData
 from study.train.runtime import set_cpu_threads
@@ -27,28 +28,23 @@ def _task_cpus() -> float | None:
         return None
 
 
-def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: int, cache_steps: Sequence[int],
-                indices: torch.Tensor, eval_images: int, device: str) -> dict:
+def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: int, eval_images: int,
+                device: str) -> dict:
     """The bank's manifest plus ``started`` / ``finished`` (epoch seconds, measured in the task):
-    the teacher's MLflow run spans its real training and caching, not the driver's logging."""
+    the teacher's MLflow run spans its real training, not the driver's logging."""
     started = time.time()
     # as many torch threads as the task's CPUs: more than that oversubscribes the cores other tasks use
     set_cpu_threads(_task_cpus())
     bank = TeacherBank(bank_root, spec, eval_images)
     bank.ensure(data, max_steps, device=device, progress=lambda msg: print(msg, flush=True))
-    for step in cache_steps:
-        bank.outputs(step, data, indices, device=device)
     return {**bank.manifest(), "started": started, "finished": time.time()}
 
 
 def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root: Path, max_steps: int,
-                        cache_steps: Mapping[str, Sequence[int]], indices: torch.Tensor, eval_images: int,
-                        device: str = "auto",
+                        eval_images: int, device: str = "auto",
                         cpus_per_teacher: float = 1.0, gpus_per_teacher: int | None = None,
                         progress: Callable[[str], None] = print) -> dict[TeacherSpec, dict]:
     """Run one Ray task per teacher; returns each bank's manifest.
-
-    ``cache_steps`` maps an architecture to the snapshot steps whose output caches trials will read.
 
     ``gpus_per_teacher``: None = one GPU when the cluster has GPUs now. An autoscaling cluster
     may have none yet (GPU workers still booting, or min_workers 0): pass 1 to wait for one.
@@ -59,8 +55,7 @@ def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root
         1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=cpus_per_teacher, num_gpus=gpus, max_retries=2)(_build_bank)
     data_ref = ray.put(data)
-    pending = {task.remote(spec, data_ref, str(bank_root), max_steps, list(cache_steps.get(spec.arch, ())), indices,
-                           eval_images, device): spec for spec in specs}
+    pending = {task.remote(spec, data_ref, str(bank_root), max_steps, eval_images, device): spec for spec in specs}
     manifests: dict[TeacherSpec, dict] = {}
     reported = {spec: set(TeacherBank(bank_root, spec).steps()) for spec in specs}
     while pending:

@@ -105,7 +105,7 @@ class GraphedStep:
             with autocast_context(t.device, t.precision):
                 output = t.model(self.static["x"])
             parts = t.loss(output, self.static["y"], self.static.get("teacher_logits", ()),
-                           self.static.get("teacher_features", ()))
+                           self.static.get("teacher_features", ()), soft_targets=self.static.get("y_soft"))
             parts["total"].backward()
             t.optimizer.step()
             self.keys = list(parts)

@@ -23,6 +23,10 @@ Design choices and why:
   study/train/cuda_graphs.py) because a student step there is launch-bound.
 - Callbacks (``on_step`` after every optimizer step, ``on_epoch_end``) are how
   snapshots, Tune reports and checkpoints hook in without copying the loop.
+- A ``batch_transform`` (study/train/transforms.py) is how a scheme changes what a
+  step sees (views of the images, the teacher snapshot of the epoch) without a
+  branch in the loop: it gets each sliced batch, the epoch and a generator seeded
+  by (seed, step), so its random choices are the same when a run is resumed.
 """
 from __future__ import annotations
 
@@ -40,10 +44,14 @@ from study.train.data import Shift
 from study.train.evaluation import TranslationResult, translation_accuracy
 from study.train.runtime import (PRECISIONS, apply_memory_format, autocast_context, default_precision, inference_model,
                       resolve_precision, tune_allocator)
+from study.train.transforms import BatchTransform
 
-__all__ = ["PRECISIONS", "STEP_MODES", "AtSteps", "Callback", "EveryEpoch", "TrainConfig", "Trainer",
+__all__ = ["LR_SCHEDULES", "PRECISIONS", "STEP_MODES", "AtSteps", "Callback", "EveryEpoch", "TrainConfig", "Trainer",
            "autocast_context", "inference_model", "resolve_precision", "seed_everything", "select_device"]
 
+#: ``constant``: the learning rate throughout; ``cosine``: annealed from ``lr`` to 0 over the run's
+#: total steps (``epochs x steps per epoch``, or ``max_steps``), the "patient" schedule of Beyer et al.
+LR_SCHEDULES = ("constant", "cosine")
 #: ``eager``: plain PyTorch; ``graphs``: the whole step (forward, backward, AdamW) replayed as one
 #: CUDA graph (CUDA only, full batches; study/train/cuda_graphs.py); ``auto``: eager (graphs is opt-in
 #: until benchmarks/gpu_check.py has validated it on the GPU in use).
@@ -66,6 +74,8 @@ class TrainConfig:
     precision: str = field(default_factory=default_precision)
     #: ``auto`` / ``eager`` / ``graphs`` (CUDA graphs for the whole step): see :data:`STEP_MODES`
     step_mode: str = "auto"
+    #: ``constant`` or ``cosine`` (over the run's total steps; its state is in the checkpoint): :data:`LR_SCHEDULES`
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 and self.max_steps is None:
@@ -74,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.step_mode not in STEP_MODES:
             raise ValueError(f"step_mode must be one of {', '.join(STEP_MODES)}, got {self.step_mode!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.step_mode == "graphs" and self.lr_schedule != "constant":
+            raise ValueError("step_mode 'graphs' needs lr_schedule 'constant' (a captured step keeps its learning rate)")
         if self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("batch_size >= 1, lr > 0 and weight_decay >= 0 are required")
 
@@ -138,7 +152,9 @@ class Trainer:
     """Fits ``model`` to ``tensors`` (keys ``x``, ``y`` and optional ``teacher_logits`` /
     ``teacher_features`` lists, all indexed by sample) under ``loss``.
 
-    ``loss``'s own parameters (feature-matching projectors) are optimized too.
+    ``loss``'s own parameters (feature-matching projectors) are optimized too. With a
+    ``batch_transform``, every sliced batch goes through it first (``tensors`` may then hold
+    per-sample inputs of the transform, e.g. view parameters, which it consumes).
     """
 
     model: nn.Module
@@ -146,6 +162,7 @@ class Trainer:
     tensors: Tensors
     config: TrainConfig = field(default_factory=TrainConfig)
     callbacks: Sequence[Callback] = ()
+    batch_transform: BatchTransform | None = None
 
     step: int = field(init=False, default=0)
     last_losses: dict[str, float] = field(init=False, default_factory=dict)
@@ -163,10 +180,13 @@ class Trainer:
         self.model.to(self.device)
         self.loss.to(self.device)
         self.tensors = {k: _to(v, self.device) for k, v in self.tensors.items()}
+        if self.batch_transform is not None:
+            self.batch_transform = self.batch_transform.to(self.device)
         self.num_samples = len(self.tensors["x"])
         if self.num_samples == 0:
             raise ValueError("cannot train on an empty dataset")
         self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
         self._graph_step = None  # built on first use in graphs mode (study/train/cuda_graphs.py)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -184,6 +204,12 @@ class Trainer:
         except (RuntimeError, TypeError):  # an old torch or an unsupported device: the default implementation
             options.pop("fused")
             return torch.optim.AdamW(params, **options)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """Cosine annealing to 0 over :attr:`total_steps`, stepped after every optimizer step; None for constant."""
+        if self.config.lr_schedule == "constant":
+            return None
+        return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.total_steps))
 
     @property
     def uses_graphs(self) -> bool:
@@ -208,6 +234,10 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         return torch.randperm(self.num_samples, generator=generator).to(self.device)
 
+    def step_generator(self) -> torch.Generator:
+        """The batch transform's generator for the coming step: a function of (seed, step) only."""
+        return torch.Generator().manual_seed(self.config.seed * 2**32 + self.step)
+
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> "Trainer":
         """Train until ``epochs`` (or ``max_steps``) are done, resuming from ``self.step``."""
@@ -219,7 +249,10 @@ class Trainer:
             first = self.step - epoch * self.steps_per_epoch
             for b in range(first, self.steps_per_epoch):
                 index = order[b * self.config.batch_size:(b + 1) * self.config.batch_size]
-                parts = self.train_step({k: _take(v, index) for k, v in self.tensors.items()})
+                batch = {k: _take(v, index) for k, v in self.tensors.items()}
+                if self.batch_transform is not None:
+                    batch = self.batch_transform(batch, epoch, self.step_generator())
+                parts = self.train_step(batch)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0) + v
                 for callback in self.callbacks:
@@ -241,6 +274,8 @@ class Trainer:
             parts = self._graph_step(batch)
         else:
             parts = self.eager_step(batch)
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.step += 1
         return parts
 
@@ -248,7 +283,8 @@ class Trainer:
         """Forward, backward and AdamW update, without advancing :attr:`step`."""
         with autocast_context(self.device, self.precision):
             output = self.model(batch["x"])
-        parts = self.loss(output, batch["y"], batch.get("teacher_logits", ()), batch.get("teacher_features", ()))
+        parts = self.loss(output, batch["y"], batch.get("teacher_logits", ()), batch.get("teacher_features", ()),
+                          soft_targets=batch.get("y_soft"))
         self.optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         self.optimizer.step()
@@ -263,11 +299,13 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, projector, optimizer, step, RNG."""
+        """Everything needed to continue exactly: weights, projector, optimizer, learning-rate
+        schedule, step, RNG."""
         return {
             "model": self.model.state_dict(),
             "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "step": self.step,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
@@ -282,6 +320,11 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            if state.get("scheduler") is None:
+                raise ValueError("the checkpoint has no learning-rate schedule state; it was not trained with "
+                                 f"lr_schedule {self.config.lr_schedule!r}")
+            self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") and self.device.type == "cuda":

@@ -11,7 +11,7 @@ from study.search.space import Space, SpaceError, list_spaces, load_space, space
 ROOT = Path(__file__).resolve().parents[2]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 EXPECTED = {"leveled_kd", "snapshot_sweep", "kd_types", "alpha_sweep", "label_smoothing", "multi_teacher",
-            "teacher_combinations"}
+            "teacher_combinations", "transfer", "transfer_search"}
 
 
 def test_named_spaces_are_listed_with_descriptions():
@@ -227,3 +227,59 @@ def test_arm_names_that_tables_would_read_as_missing_are_refused():
     # and the copy is complete: a token a newer pandas adds must be added here too
     parsers = pytest.importorskip("pandas._libs.parsers")
     assert MISSING_TOKENS == frozenset(parsers.STR_NA_VALUES)
+
+
+def test_transfer_spaces_resolve_every_arm_and_sample_into_runs():
+    """Both transfer spaces load, and every arm (and sampled configuration) is a valid run of the scheme it names."""
+    from study.train.views import ViewSet
+
+    space = load_space("transfer").resolve_steps(2500)
+    assert set(space.arms) == {"no_kd", "kd", "kd_soft", "fm_mixup", "aug_mixup", "fm_noise", "aug_noise", "fm_erase",
+                               "aug_erase", "trajectory", "kd_cosine", "mlp_teacher_mixup"}
+    assert space.grid_size() == 12 and space.teacher_archs() == ["cnn_1", "mlp_1"]
+    specs = {}
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
+
+    def objective(trial):  # each grid point through the searcher's own define-by-run function
+        config = {**space.suggest(trial), **trial.params}
+        specs[config["arm"]] = run_spec(config, dataset="mnist", epochs=3, train_subset=None)
+        return 0.0
+
+    study.optimize(objective, n_trials=space.grid_size())
+    assert set(specs) == set(space.arms)
+    for arm, spec in specs.items():
+        view = arm.split("_")[-1] if arm.startswith(("fm_", "aug_", "mlp_teacher_")) else None
+        assert spec.views == (ViewSet.create(view) if view else None), arm
+        if arm.startswith("aug_") or arm == "no_kd":  # the controls: CE only, no teacher
+            assert not spec.uses_teachers and spec.alpha == 1.0 and spec.params()["variant"] == "no_kd"
+        else:
+            (teacher,) = spec.teachers
+            assert teacher.step == 2500 and teacher.arch == ("mlp_1" if arm.startswith("mlp") else "cnn_1")
+            assert spec.loss.s_kl == 1.0 and spec.loss.temperature == 4.0
+            assert spec.alpha == (0.0 if arm.startswith(("fm_", "mlp_", "kd_soft")) else 0.5), arm
+    assert specs["trajectory"].teachers[0].trajectory == (50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 1000,
+                                                          1500, 2000, 2500)
+    assert all(s.teachers[0].trajectory == () for a, s in specs.items() if a != "trajectory" and s.teachers)
+    assert specs["kd_cosine"].lr_schedule == "cosine" and specs["kd"].lr_schedule == "constant"
+
+    search = load_space("transfer_search").resolve_steps(25000)
+    assert search.fixed["teacher_step"] == 2500 and search.sampler == "tpe" and search.scheduler == "none"
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        constants = search.suggest(trial)
+        spec = run_spec({**trial.params, **constants}, dataset="mnist", epochs=3, train_subset=None)
+        seen.add((spec.views.name if spec.views else "none", spec.lr_schedule, bool(spec.teachers[0].trajectory)))
+        study.tell(trial, 0.0)
+    assert {v for v, _, _ in seen} == {"none", "mixup", "noise", "erase"}
+    assert {lr for _, lr, _ in seen} == {"constant", "cosine"} and {t for _, _, t in seen} == {True, False}
+
+
+def test_transfer_dry_run_plans_every_arm_at_the_budget_it_needs():
+    default = run_study("--space", "transfer", "--dry-run")
+    assert default.returncode == 0, default.stderr  # at --teacher-steps 500 the 2500 arms drop out
+    assert "planned_trials          5" in default.stdout
+    full = run_study("--space", "transfer", "--dry-run", "--teacher-steps", "2500")
+    assert full.returncode == 0 and "planned_trials          13" in full.stdout  # 12 arms + the no-KD baseline
+    assert "mnist/mlp_1/seed-0" in full.stdout

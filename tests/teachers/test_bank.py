@@ -302,3 +302,46 @@ def test_a_snapshot_is_evaluated_once_on_a_studys_test_images(bank, mnist, monke
     monkeypatch.setattr(TeacherBank, "load", lambda *a, **k: pytest.fail("the teacher was evaluated again"))
     assert np.array_equal(bank.evaluation(100, mnist, rows).correct, result.correct)
     assert bank.evaluation_path(100, rows[:60]) != bank.evaluation_path(100, rows)  # other images: another file
+
+
+def test_stage_one_builds_a_bank_and_computes_no_cache(tmp_path, mnist):
+    """Stage 1 trains (or extends) banks only: caches are the trials' to compute, on first use."""
+    from study.teachers.stage import _build_bank
+
+    spec = TeacherSpec("mnist", "tiny_cnn")
+    manifest = _build_bank(spec, mnist, str(tmp_path), max_steps=100, eval_images=50, device="cpu")
+    assert sorted(map(int, manifest["snapshots"])) == [50, 100] and manifest["finished"] >= manifest["started"]
+    bank = TeacherBank(tmp_path, spec)
+    assert not list(bank.dir.glob("*.outputs*.pt"))
+    assert all("outputs" not in record for record in bank.manifest()["snapshots"].values())
+
+
+@pytest.mark.parametrize("name", ["mixup", "noise", "erase"])
+def test_view_cache_holds_the_teachers_outputs_on_every_view_once(bank, mnist, monkeypatch, name):
+    """K outputs per image, each the teacher's on that (image, view) as the trainer builds it; cached
+    once per (snapshot, view set, indices), beside and apart from the plain cache."""
+    from study.train.views import ViewSet
+
+    views = ViewSet.create(name, k=3, seed=1)
+    subset = torch.arange(40, 100)
+    logits, features = bank.outputs(100, mnist, subset, device="cpu", views=views)
+    assert logits.shape == (60, 3, 10) and features.shape == (60, 3, 8)
+    images = mnist.train_x[subset]
+    params = views.draw(len(images), tuple(images.shape[1:]))
+    teacher = inference_model(bank.load(100, mnist), "cpu", bank.manifest()["precision"])
+    with torch.inference_mode():
+        for k in range(3):
+            view = views.build(images, params.of(slice(None), k), params.shared, images, mnist.fill)
+            torch.testing.assert_close(logits[:, k], teacher(view).logits.float(), rtol=1e-4, atol=1e-4)
+    plain, _ = bank.outputs(100, mnist, subset, device="cpu")
+    assert not torch.allclose(plain, logits[:, 0])  # the views are not the images
+    paths = {bank.outputs_path(100, subset), bank.outputs_path(100, subset, views),
+             bank.outputs_path(100, subset, ViewSet.create(name, k=3, seed=2))}
+    assert len(paths) == 3 and bank.outputs_path(100, subset, views).is_file()
+    assert views.tag in bank.outputs_path(100, subset, views).name
+    cached = torch.load(bank.outputs_path(100, subset, views), weights_only=True)
+    assert cached["views"] == views.describe()
+
+    monkeypatch.setattr(TeacherBank, "load", lambda *a, **k: pytest.fail("teacher was run again"))
+    again, _ = bank.outputs(100, mnist, subset, device="cpu", views=ViewSet.create(name, k=3, seed=1))
+    assert torch.equal(again, logits)

@@ -9,14 +9,16 @@ from study.train.trainer import (AtSteps, EveryEpoch, TrainConfig, Trainer, auto
                            resolve_precision, seed_everything, select_device)
 
 
-def make_trainer(mnist, epochs=1, seed=0, callbacks=(), subset=600, max_steps=None, precision="fp32", arch="mlp_2"):
+def make_trainer(mnist, epochs=1, seed=0, callbacks=(), subset=600, max_steps=None, precision="fp32", arch="mlp_2",
+                 lr_schedule="constant"):
     split = train_val_split(mnist, train_subset=subset, seed=0)
     seed_everything(seed)
     model = build_model(arch, mnist.input_shape, 10)
     loss = LeveledKDLoss(LeveledKDConfig(alpha=1.0))
     tensors = {"x": mnist.train_x[split.train], "y": mnist.train_y[split.train]}
     return Trainer(model, loss, tensors, TrainConfig(epochs=epochs, seed=seed, max_steps=max_steps,
-                                                     batch_size=64, precision=precision), callbacks)
+                                                     batch_size=64, precision=precision, lr_schedule=lr_schedule),
+                   callbacks)
 
 
 def weights(trainer):
@@ -126,3 +128,78 @@ def test_speed_settings_are_on(mnist):
         assert runtime.set_cpu_threads(None) == 1
     finally:
         torch.set_num_threads(before)
+
+
+class RecordingTransform:
+    """A batch transform that records what it was given and draws from the generator (adds noise)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, float]] = []
+
+    def to(self, device):
+        return self
+
+    def __call__(self, batch, epoch, generator):
+        draw = float(torch.rand((), generator=generator))
+        self.calls.append((epoch, len(batch["x"]), draw))
+        return {**batch, "x": batch["x"] + draw}
+
+
+def test_the_batch_transform_gets_every_batch_its_epoch_and_a_generator_seeded_by_seed_and_step(mnist):
+    transform = RecordingTransform()
+    trainer = make_trainer(mnist, epochs=2)
+    trainer.batch_transform = transform
+    trainer.fit()
+    assert [e for e, _, _ in transform.calls] == [0] * 10 + [1] * 10
+    assert sum(n for _, n, _ in transform.calls[:10]) == trainer.num_samples
+    expected = [float(torch.rand((), generator=torch.Generator().manual_seed(step))) for step in range(20)]
+    assert [d for _, _, d in transform.calls] == expected  # seed 0: the generator of step s is seeded by s
+    plain = make_trainer(mnist, epochs=2).fit()
+    assert not torch.equal(weights(trainer), weights(plain))  # what the transform returns is what trains
+
+
+def test_a_run_with_views_resumes_exactly(mnist):
+    from study.train.views import ViewBatches, ViewSet
+
+    def views_trainer(max_steps=None):
+        trainer = make_trainer(mnist, epochs=2, max_steps=max_steps)
+        views = ViewSet.create("mixup", k=3)
+        x, y = trainer.tensors["x"], trainer.tensors["y"]
+        batches = ViewBatches(views, views.draw(len(x), tuple(x.shape[1:])), x, y, mnist.fill, 10)
+        trainer.tensors.update(batches.per_sample())
+        trainer.batch_transform = batches
+        return trainer
+
+    full = views_trainer().fit()
+    state = views_trainer(max_steps=13).fit().state_dict()  # stop mid-epoch
+    resumed = views_trainer()
+    resumed.load_state_dict(state)
+    resumed.fit()
+    torch.testing.assert_close(weights(resumed), weights(full))
+    assert not torch.equal(weights(full), weights(make_trainer(mnist, epochs=2).fit()))
+
+
+def test_cosine_schedule_anneals_over_the_run_and_resumes_exactly(mnist):
+    lrs = []
+    trainer = make_trainer(mnist, epochs=2, lr_schedule="cosine",
+                           callbacks=[AtSteps(lambda s: True, lambda t: lrs.append(t.optimizer.param_groups[0]["lr"]))])
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-3 and trainer.total_steps == 20
+    trainer.fit()
+    assert lrs[9] == pytest.approx(0.5e-3) and lrs[-1] == pytest.approx(0.0, abs=1e-12)  # after steps 10 and 20
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    stop = AtSteps(lambda s: s == 13, lambda t: setattr(t, "should_stop", True))  # interrupted, not a shorter run
+    state = make_trainer(mnist, epochs=2, lr_schedule="cosine", callbacks=[stop]).fit().state_dict()
+    assert state["scheduler"]["last_epoch"] == 13
+    resumed = make_trainer(mnist, epochs=2, lr_schedule="cosine")
+    resumed.load_state_dict(state)
+    resumed.fit()
+    torch.testing.assert_close(weights(resumed), weights(trainer))
+    constant = make_trainer(mnist, epochs=2).fit()
+    assert constant.scheduler is None and constant.optimizer.param_groups[0]["lr"] == 1e-3
+    assert not torch.equal(weights(constant), weights(trainer))
+    with pytest.raises(ValueError, match="no learning-rate schedule state"):
+        make_trainer(mnist, epochs=2, lr_schedule="cosine").load_state_dict(constant.state_dict())
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="graphs"):
+        TrainConfig(lr_schedule="cosine", step_mode="graphs")
