@@ -234,9 +234,10 @@ def test_transfer_spaces_resolve_every_arm_and_sample_into_runs():
     from study.train.views import ViewSet
 
     space = load_space("transfer").resolve_steps(2500)
-    assert set(space.arms) == {"no_kd", "kd", "kd_soft", "fm_mixup", "aug_mixup", "fm_noise", "aug_noise", "fm_erase",
-                               "aug_erase", "trajectory", "kd_cosine", "mlp_teacher_mixup"}
-    assert space.grid_size() == 12 and space.teacher_archs() == ["cnn_1", "mlp_1"]
+    assert set(space.arms) == {"kd", "kd_soft", "fm_mixup", "aug_mixup", "fm_noise", "aug_noise", "fm_erase",
+                               "aug_erase", "trajectory", "kd_cosine", "mlp_teacher_mixup", "kd_maxpool",
+                               "fm_mixup_maxpool"}
+    assert space.grid_size() == 13 and space.teacher_archs() == ["cnn_1", "cnn_1_maxpool", "mlp_1"]
     specs = {}
     study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
 
@@ -248,13 +249,15 @@ def test_transfer_spaces_resolve_every_arm_and_sample_into_runs():
     study.optimize(objective, n_trials=space.grid_size())
     assert set(specs) == set(space.arms)
     for arm, spec in specs.items():
-        view = arm.split("_")[-1] if arm.startswith(("fm_", "aug_", "mlp_teacher_")) else None
+        view = arm.split("_")[1] if arm.startswith("fm_") else \
+            arm.split("_")[-1] if arm.startswith(("aug_", "mlp_teacher_")) else None
         assert spec.views == (ViewSet.create(view) if view else None), arm
-        if arm.startswith("aug_") or arm == "no_kd":  # the controls: CE only, no teacher
+        if arm.startswith("aug_"):  # the controls: CE only, no teacher (no KD itself is the baseline trial)
             assert not spec.uses_teachers and spec.alpha == 1.0 and spec.params()["variant"] == "no_kd"
         else:
             (teacher,) = spec.teachers
-            assert teacher.step == 2500 and teacher.arch == ("mlp_1" if arm.startswith("mlp") else "cnn_1")
+            arch = "mlp_1" if arm.startswith("mlp") else "cnn_1_maxpool" if arm.endswith("maxpool") else "cnn_1"
+            assert teacher.step == 2500 and teacher.arch == arch
             assert spec.loss.s_kl == 1.0 and spec.loss.temperature == 4.0
             assert spec.alpha == (0.0 if arm.startswith(("fm_", "mlp_", "kd_soft")) else 0.5), arm
     assert specs["trajectory"].teachers[0].trajectory == (50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 1000,
@@ -278,8 +281,8 @@ def test_transfer_spaces_resolve_every_arm_and_sample_into_runs():
 
 def test_transfer_dry_run_plans_every_arm_at_the_budget_it_needs():
     default = run_study("--space", "transfer", "--dry-run")
-    assert default.returncode == 0, default.stderr  # at --teacher-steps 500 the 2500 arms drop out
-    assert "planned_trials          5" in default.stdout
+    assert default.returncode == 0, default.stderr  # at --teacher-steps 500 the 2500 arms drop out: the 3 controls + the baseline
+    assert "planned_trials          4" in default.stdout
     full = run_study("--space", "transfer", "--dry-run", "--teacher-steps", "2500")
-    assert full.returncode == 0 and "planned_trials          13" in full.stdout  # 12 arms + the no-KD baseline
+    assert full.returncode == 0 and "planned_trials          14" in full.stdout  # 13 arms + the no-KD baseline
     assert "mnist/mlp_1/seed-0" in full.stdout
