@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="list every key a space or --set may name (default, range, meaning) and exit")
     what.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a space key, e.g. --set teachers=cnn_1")
     what.add_argument("--dataset", default="mnist", choices=DATASETS)
+    what.add_argument("--objective", choices=("translated", "transfer"), default="translated",
+                      help="what the search maximizes on validation: translated accuracy, or the transfer ratio "
+                           "(student - no KD) / (teacher - no KD) against a no-KD reference student of each seed")
     what.add_argument("--multi-objective", action="store_true",
                       help="optimize validation clean and translated accuracy together (Pareto front)")
     budget = p.add_argument_group("budget (defaults finish in about 7 minutes on a 2-core CPU)")

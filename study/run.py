@@ -62,6 +62,14 @@ class Study:
         self.planned = self.search_trials + len(self.baselines)
         self.train_subset = args.train_subset or None
         self.use_asha = self.space.scheduler == "asha" and not args.no_asha
+        from study.search.tuning import OBJECTIVES
+
+        #: the validation metric the search maximizes (``--objective``)
+        self.objective = OBJECTIVES[getattr(args, "objective", "translated")]
+        if self.objective != OBJECTIVES["translated"] and args.multi_objective:
+            raise InputError("--objective transfer and --multi-objective do not combine: pick one")
+        if self.objective != OBJECTIVES["translated"] and not self.baselines:
+            raise InputError("--objective transfer measures students against a no-KD reference: drop --no-baseline")
 
     def tags(self) -> dict[str, str]:
         """MLflow tags on every run of this study (see :func:`study.tracking.runs.study_tags`)."""
@@ -81,7 +89,7 @@ class Study:
         return {
             "study": self.name, "space": self.space.name, "description": self.space.description,
             "sampler": self.space.sampler, "scheduler": "asha" if self.use_asha else "fifo",
-            "objective": "val_clean_acc + val_translated_acc" if a.multi_objective else "val_translated_acc (max)",
+            "objective": "val_clean_acc + val_translated_acc" if a.multi_objective else f"{self.objective} (max)",
             "dataset": a.dataset, "train_subset": self.train_subset or "all", "max_epochs": a.max_epochs,
             "patience": a.patience, "min_epochs": a.min_epochs,
             "search_trials": self.search_trials, "baseline_trials": len(self.baselines), "planned_trials": self.planned,

@@ -297,3 +297,29 @@ def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_
     assert arms.loc["kd_maxpool", "teachers"] == "cnn_1_maxpool" and arms.loc["fm_mixup_maxpool", "views"] == "mixup"
     report = (study / "reports" / "arms.md").read_text()
     assert all(f"| {arm} |" in report or f"| **{arm}** (chosen on val) |" in report for arm in arms.index)
+
+
+def test_a_study_can_maximize_the_transfer_ratio(mnist_root, bank_dir, tmp_path):
+    """``--objective transfer``: each KD trial reports its validation transfer ratio against its teacher
+    and a no-KD reference student, trained once on first use; the reference is the baseline trial's
+    own student (same configuration, seed and budget), so its score is that trial's last validation
+    number, and the searcher and the summary choose on the ratio."""
+    import pandas as pd
+
+    result = run_study(*study_args(mnist_root, bank_dir, tmp_path, "--num-samples", "2", "--max-epochs", "2",
+                                   "--patience", "0", "--objective", "transfer", "--set", "s_kl=1.0",
+                                   "--set", "teacher_step=100"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = tmp_path / "studies" / "leveled_kd-mnist"
+    (reference,) = list((study / "references").glob("*.json"))
+    table = pd.read_csv(study / "reports" / "trials.csv")
+    baseline = table[table["baseline"]].iloc[0]
+    assert json.loads(reference.read_text())["val_translated_acc"] == pytest.approx(baseline["val_translated_acc"])
+    kd = table[~table["baseline"]]
+    assert kd["val_transfer_translated"].notna().all() and (baseline["val_transfer_translated"] == 0)
+    state = json.loads((study / "study.json").read_text())
+    assert state["plan"]["objective"] == "val_transfer_translated (max)"
+    assert "best (by validation transfer ratio)" in result.stdout
+    refused = run_study(*study_args(mnist_root, bank_dir, tmp_path / "x", "--objective", "transfer", "--no-baseline"))
+    assert refused.returncode == 2 and "--no-baseline" in refused.stderr
+

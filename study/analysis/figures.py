@@ -38,12 +38,13 @@ def per_image_curve(result: PerImage) -> pd.DataFrame:
     return points.groupby("shift_px", as_index=False)["accuracy"].mean()
 
 
-def figure_shift_curves(table: pd.DataFrame, teachers: Mapping[str, PerImage] | None = None) -> go.Figure:
+def figure_shift_curves(table: pd.DataFrame, teachers: Mapping[str, PerImage] | None = None,
+                        metric: str = "val_translated_acc") -> go.Figure:
     """Test accuracy vs shift of the best trials, the no-KD baseline and (``teachers``: label ->
     per-image evaluation on the same test images) the teachers they learned from, so the gap a
     student closes between no KD and its teacher shows at a glance."""
     curves = []
-    for label, rows in (("no KD (baseline)", baseline_rows(table)), ("best", best_trials(table))):
+    for label, rows in (("no KD (baseline)", baseline_rows(table)), ("best", best_trials(table, metric))):
         for _, row in rows.iterrows():
             curve = shift_curve(row)
             name = label if label.startswith("no KD") else f"{row['variant']} {row['teachers']} ({row['trial_id']})"

@@ -21,7 +21,8 @@ from study.analysis.tables import baseline_of, best_trials, kd_columns
 GAIN_METRICS = ("translated", "small_shift", "translated_over_clean")
 
 
-def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> dict[str, dict[str, Any]]:
+def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000,
+                 metric: str = "val_translated_acc") -> dict[str, dict[str, Any]]:
     """Gain of the validation-best trial over the no-KD baseline of the same student seed, on test,
     paired image by image, with a 95% bootstrap CI (:mod:`study.analysis.stats`).
 
@@ -31,7 +32,7 @@ def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> 
     from study.analysis.studies import Predictions, Skip
     from study.analysis.stats import paired_effect
 
-    best = best_trials(table, k=1)
+    best = best_trials(table, metric, k=1)
     if best.empty:
         return {}
     base = baseline_of(table, best["student"].iloc[0] if "student" in best else None)
@@ -51,14 +52,15 @@ def paired_gains(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> 
     return gains
 
 
-def best_transfer(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) -> dict[str, dict[str, Any]]:
+def best_transfer(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000,
+                  metric: str = "val_translated_acc") -> dict[str, dict[str, Any]]:
     """The validation-best trial's transfer ratios (:mod:`study.analysis.transfer`) against its teacher
     and the no-KD student of its seed, on its test images: ``{metric: {estimate, ci_low, ci_high,
     student, baseline, teacher, text}}``; empty without a single teacher or its evaluation."""
     from study.analysis.studies import Predictions, Skip
     from study.analysis.transfer import TRANSFER_METRICS, transfer_ratio
 
-    best = best_trials(table, k=1)
+    best = best_trials(table, metric, k=1)
     base = baseline_of(table, best["student"].iloc[0] if not best.empty and "student" in best else None)
     if best.empty or base.empty:
         return {}
@@ -73,17 +75,18 @@ def best_transfer(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000) ->
                        "baseline": r.baseline, "teacher": r.teacher, "text": r.format()} for r in ratios}
 
 
-def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any]:
+def summary(table: pd.DataFrame, study_dir: Path | None = None, metric: str = "val_translated_acc") -> dict[str, Any]:
     """Best configuration (by validation), its test numbers, and the gain over the no-KD baseline
     (with paired confidence intervals when ``study_dir/predictions`` holds the trials' per-image results)."""
-    best = best_trials(table, k=1)
+    best = best_trials(table, metric, k=1)
     base = baseline_of(table, best["student"].iloc[0] if not best.empty and "student" in best else None)
-    out: dict[str, Any] = {"trials": int(len(table)),
+    out: dict[str, Any] = {"trials": int(len(table)), "chosen_on": metric,
                            "states": table["state"].value_counts().to_dict() if not table.empty else {}}
     if not best.empty:
         row = best.iloc[0]
         keep = ["trial_id", "variant", "student", "teachers", "teacher_step", "alpha", *kd_columns(), "teacher_weight",
-                "seed", "val_clean_acc", "val_translated_acc", "test_clean_acc", "test_translated_acc"]
+                "seed", "val_clean_acc", "val_translated_acc", "test_clean_acc", "test_translated_acc",
+                *([metric] if metric != "val_translated_acc" else [])]
         out["best"] = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keep
                        if k in row and pd.notna(row[k])}
     if not base.empty:
@@ -94,10 +97,10 @@ def summary(table: pd.DataFrame, study_dir: Path | None = None) -> dict[str, Any
             if k in out["best"] and k in out["baseline"]:
                 out[f"gain_{k}"] = out["best"][k] - out["baseline"][k]
     if "best" in out and study_dir is not None:
-        gains = paired_gains(table, study_dir)
+        gains = paired_gains(table, study_dir, metric=metric)
         if gains:
             out["paired_gain"] = gains
-        transfer = best_transfer(table, study_dir)
+        transfer = best_transfer(table, study_dir, metric=metric)
         if transfer:
             out["transfer"] = transfer
         arms = arm_effects(table, study_dir)
@@ -112,7 +115,9 @@ def format_summary(s: dict[str, Any]) -> str:
         b = s["best"]
         config = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.items()
                            if k not in ("val_clean_acc", "val_translated_acc", "test_clean_acc", "test_translated_acc"))
-        lines.append(f"best (by validation translated accuracy): {config}")
+        chosen_on = {"val_translated_acc": "translated accuracy", "val_transfer_translated": "transfer ratio"}.get(
+            s.get("chosen_on", "val_translated_acc"), s.get("chosen_on"))
+        lines.append(f"best (by validation {chosen_on}): {config}")
         lines.append(f"  val  clean {b.get('val_clean_acc', float('nan')):.4f}  "
                      f"translated {b.get('val_translated_acc', float('nan')):.4f}")
         lines.append(f"  test clean {b.get('test_clean_acc', float('nan')):.4f}  "

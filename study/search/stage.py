@@ -35,7 +35,9 @@ def _trainable(study, data):
                              data_seed=args.seed, val_images=args.val_images or None,
                              test_images=args.test_images or None, device=args.device, patience=args.patience,
                              min_epochs=getattr(args, "min_epochs", 0),
-                             precision=args.precision, bank_root=str(study.bank_root))
+                             precision=args.precision, bank_root=str(study.bank_root),
+                             objective=getattr(args, "objective", "translated"), references=tuple(study.baselines),
+                             reference_dir=str(study.dir / "references"))
     resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_failures)
     wrapped = tune.with_parameters(train_student, data=data, settings=settings)
     return tune.with_resources(wrapped, resources.as_dict()), settings, resources
@@ -48,17 +50,18 @@ def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
     static = {"dataset": args.dataset, "train_subset": study.train_subset, "max_epochs": args.max_epochs,
               "study": study.name, "space": study.space.name}
     callbacks = [MLflowTrialLogger(tracker, parent_id, args.max_epochs, static),
-                 StudyProgress(study.planned, args.max_epochs, quiet=args.quiet)]
+                 StudyProgress(study.planned, args.max_epochs, quiet=args.quiet, objective=study.objective)]
     if args.resume and tune.Tuner.can_restore(str(tune_dir)):
         say(f"resuming {tune_dir}")
         tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True, resume_unfinished=True)
     else:
         searcher = make_searcher(study.space, seed=args.seed, multi_objective=args.multi_objective,
                                  storage_url=study.optuna_url, study_name=study.name, baselines=study.baselines,
-                                 max_epochs=args.max_epochs)
+                                 max_epochs=args.max_epochs, objective=study.objective)
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(study.use_asha, args.max_epochs),
+            tune_config=tune.TuneConfig(search_alg=searcher,
+                                        scheduler=make_scheduler(study.use_asha, args.max_epochs, study.objective),
                                         # one worker process per slot runs trial after trial: no
                                         # process start, imports or object-store fetch per trial
                                         num_samples=study.planned, reuse_actors=True,
@@ -109,10 +112,10 @@ def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
     teachers = _evaluate_teachers(table, study, data, settings)
     table = _with_transfers(table, study.dir, tracker, parent_id)
     paths = write_table(table, reports) if not table.empty else []
-    best_keys = {_teacher_key(row) for _, row in best_trials(table).iterrows()} if not table.empty else set()
+    best_keys = {_teacher_key(row) for _, row in best_trials(table, study.objective).iterrows()} if not table.empty else set()
     best_teachers = {label: result for label, (key, result) in teachers.items() if key in best_keys}
     figures = {"translated_vs_teacher_step": figure_vs_teacher_step(table),
-               "accuracy_vs_shift": figure_shift_curves(table, best_teachers)} if not table.empty else {}
+               "accuracy_vs_shift": figure_shift_curves(table, best_teachers, study.objective)} if not table.empty else {}
     try:
         import warnings
 
@@ -124,7 +127,7 @@ def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
     except KeyError:
         pass  # no Optuna study yet (interrupted before the first search trial)
     paths += write_figures(figures, reports)
-    result_summary = summary(table, study.dir)
+    result_summary = summary(table, study.dir, metric=study.objective)
     (reports / "summary.json").write_text(json.dumps(result_summary, indent=2, default=str))
     paths.append(reports / "summary.json")
     if "arms" in result_summary:
@@ -132,7 +135,8 @@ def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
         paths.append(reports / "arms.md")
     for path in paths:
         tracker.log_artifact(parent_id, path, "reports")
-    _log_best_models(table, checkpoints, tracker, parent_id, data, settings, reports, args.keep_best, result_summary)
+    _log_best_models(table, checkpoints, tracker, parent_id, data, settings, reports, args.keep_best, result_summary,
+                     study.objective)
     tracker.log_metrics(parent_id, {k: v for k, v in result_summary.items() if k.startswith("gain_")}, step=0)
     tracker.log_metrics(parent_id, {f"transfer_{m}": t["estimate"] for m, t in result_summary.get("transfer", {}).items()
                                     if t["estimate"] == t["estimate"]}, step=0)
@@ -220,7 +224,7 @@ def _keep_predictions(checkpoints: dict, folder: Path, tracker: Tracker, parent_
 
 
 def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data, settings, reports: Path,
-                     keep: int, result_summary: dict[str, Any]) -> None:
+                     keep: int, result_summary: dict[str, Any], metric: str = "val_translated_acc") -> None:
     """The best ``keep`` trials' students as MLflow PyTorch models on their own runs; the best one registered.
 
     Each student is logged once as ``runs:/<trial run>/model`` (self-contained: the module is
@@ -234,7 +238,7 @@ def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data,
     from study.tracking.logged_models import log_student, register_student, registered_model_name, serving_module
 
     study_tags = dict(getattr(tracker, "run_tags", {}) or {})
-    for rank, (_, row) in enumerate(best_trials(table, k=keep).iterrows()):
+    for rank, (_, row) in enumerate(best_trials(table, metric, k=keep).iterrows()):
         if row["trial_id"] not in checkpoints:
             continue
         trial_id = str(row["trial_id"])

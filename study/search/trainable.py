@@ -30,6 +30,7 @@ from study.cluster.faults import raise_once_if_asked
 from study.train.predictions import save_predictions
 from study.distill.config import run_spec
 from study.distill.outputs import teacher_outputs
+from study.search.reference import TransferObjective
 from study.train.trainer import EveryEpoch, Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
@@ -57,6 +58,13 @@ class StudySettings:
     #: where the teacher banks are (``--bank-dir``, ``$LEVELED_KD_BANK`` or OUTPUT_DIR/teachers, resolved
     #: by the driver): trials read and, on first use, compute their teacher-output caches there
     bank_root: str = "runs/teachers"
+    #: ``--objective``: ``translated`` (validation translated accuracy) or ``transfer`` (its transfer
+    #: ratio against the teacher and a no-KD reference student: :mod:`study.search.reference`)
+    objective: str = "translated"
+    #: the study's no-KD baseline configurations (the references of the transfer objective) and where
+    #: the trained references are kept
+    references: tuple = ()
+    reference_dir: str = ""
 
 
 def train_student(config: dict[str, Any], data: ImageData, settings: StudySettings) -> None:
@@ -77,6 +85,7 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
     outputs = teacher_outputs(spec, data, split, settings.bank_root, device=settings.device)  # on split.train
     shifts = shift_grid()
     patience = Patience(settings.patience, min_epochs=settings.min_epochs)
+    objective = TransferObjective(spec, settings, data, split) if settings.objective == "transfer" else None
     clock = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "mark": 0.0}
 
     def report(trainer: Trainer) -> None:
@@ -88,6 +97,8 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
         final = stop or trainer.epoch >= spec.epochs
         metrics: dict[str, Any] = {"epoch": trainer.epoch, **{f"loss_{k}": v for k, v in trainer.last_losses.items()},
                                    **val.metrics("val_")}
+        if objective is not None:
+            metrics.update(objective.metrics(val.translated_acc))
         with tempfile.TemporaryDirectory() as folder:
             if final:
                 trainer.should_stop = True

@@ -32,6 +32,9 @@ from study.tracking.runs import Tracker, sqlite_store_lock
 
 OBJECTIVE = "val_translated_acc"
 MULTI_OBJECTIVE = ["val_clean_acc", "val_translated_acc"]
+#: ``--objective``: what a study maximizes on validation. ``transfer`` is the transfer ratio of the
+#: trial's student against its teacher and the no-KD reference of its seed (:mod:`study.search.reference`).
+OBJECTIVES = {"translated": OBJECTIVE, "transfer": "val_transfer_translated"}
 
 
 def trial_state(trial: Trial, max_epochs: int, ended: bool | None = None) -> str:
@@ -172,7 +175,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
 
 
 def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url: str, study_name: str,
-                  baselines: list[dict[str, Any]], max_epochs: int) -> WithBaselines:
+                  baselines: list[dict[str, Any]], max_epochs: int, objective: str = OBJECTIVE) -> WithBaselines:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -182,7 +185,7 @@ def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=4)
-    metric = MULTI_OBJECTIVE if multi_objective else OBJECTIVE
+    metric = MULTI_OBJECTIVE if multi_objective else objective
     mode = ["max", "max"] if multi_objective else "max"
     with sqlite_store_lock(storage_url):  # a new store's tables are created once, not raced by two studies
         storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}})
@@ -191,10 +194,10 @@ def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url
     return WithBaselines(inner, baselines)
 
 
-def make_scheduler(use_asha: bool, max_epochs: int) -> TrialScheduler:
+def make_scheduler(use_asha: bool, max_epochs: int, objective: str = OBJECTIVE) -> TrialScheduler:
     if not use_asha or max_epochs < 2:
         return FIFOScheduler()
-    return BaselineSafeASHA(time_attr="training_iteration", metric=OBJECTIVE, mode="max", max_t=max_epochs,
+    return BaselineSafeASHA(time_attr="training_iteration", metric=objective, mode="max", max_t=max_epochs,
                             grace_period=1, reduction_factor=2)
 
 
@@ -252,24 +255,24 @@ class MLflowTrialLogger(tune.Callback):
 class StudyProgress(tune.Callback):
     """One status line whenever a trial reports or ends: done / running / pruned / failed, best so far."""
 
-    def __init__(self, planned: int, max_epochs: int, quiet: bool = False) -> None:
-        self.planned, self.max_epochs, self.quiet = planned, max_epochs, quiet
+    def __init__(self, planned: int, max_epochs: int, quiet: bool = False, objective: str = OBJECTIVE) -> None:
+        self.planned, self.max_epochs, self.quiet, self.objective = planned, max_epochs, quiet, objective
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def _line(self, trials: list[Trial], event: str) -> None:
         if self.quiet:
             return
         states = [trial_state(t, self.max_epochs) for t in trials]
-        scored = [(t.last_result[OBJECTIVE], t.trial_id) for t in trials if OBJECTIVE in (t.last_result or {})]
+        scored = [(t.last_result[self.objective], t.trial_id) for t in trials if self.objective in (t.last_result or {})]
         best = max(scored) if scored else None
-        best_text = f" | best {OBJECTIVE} {best[0]:.4f} ({best[1]})" if best else ""
+        best_text = f" | best {self.objective} {best[0]:.4f} ({best[1]})" if best else ""
         self.console.print(
             f"[bold]{states.count('completed')}/{self.planned} done[/] · {states.count('running')} running · "
             f"{states.count('pruned')} pruned · {states.count('failed')} failed{best_text} · {event}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._line(trials, f"{trial.trial_id} epoch {result.get('training_iteration')}: "
-                           f"{OBJECTIVE} {result.get(OBJECTIVE, float('nan')):.4f}")
+                           f"{self.objective} {result.get(self.objective, float('nan')):.4f}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._line(trials, f"{trial.trial_id} {trial_state(trial, self.max_epochs, ended=True)}")

@@ -335,27 +335,33 @@ class TeacherBank:
         trainer.fit()
 
     # -- evaluation on a study's test images ---------------------------------------------
-    def evaluation_path(self, step: int, rows: torch.Tensor) -> Path:
-        """``step-<step>.eval-<images>-<snapshot sha256>.npz``: named by the images and the snapshot's
-        hash, so a replaced snapshot is never answered by an older evaluation."""
-        return self.dir / f"step-{step:06d}.eval-{self._indices_tag(rows)}-{self.record(step)['sha256'][:12]}.npz"
+    def evaluation_path(self, step: int, rows: torch.Tensor, split: str = "test") -> Path:
+        """``step-<step>.eval[-val]-<images>-<snapshot sha256>.npz``: named by the split, the images and
+        the snapshot's hash, so a replaced snapshot is never answered by an older evaluation."""
+        kind = "eval" if split == "test" else f"eval-{split}"
+        return self.dir / f"step-{step:06d}.{kind}-{self._indices_tag(rows)}-{self.record(step)['sha256'][:12]}.npz"
 
-    def evaluation(self, step: int, data: ImageData, rows: torch.Tensor, device: str = "auto") -> PerImage:
-        """Which of ``data.test_x[rows]`` the snapshot classifies correctly under every shift of the
-        grid, by the evaluator and in the precision that score students: the teacher's side of a
-        transfer ratio (:mod:`study.analysis.transfer`), on exactly the images its students were
-        tested on. Computed once per (snapshot, images) and cached beside the snapshot."""
-        path = self.evaluation_path(step, rows)
+    def evaluation(self, step: int, data: ImageData, rows: torch.Tensor, device: str = "auto",
+                   split: str = "test") -> PerImage:
+        """Which of the ``split`` images ``rows`` (rows of ``data.test_x``, or of ``data.train_x`` for
+        ``val``) the snapshot classifies correctly under every shift of the grid, by the evaluator and in
+        the precision that score students: the teacher's side of a transfer ratio
+        (:mod:`study.analysis.transfer`; on validation, the transfer objective), on exactly the images
+        its students are scored on. Computed once per (snapshot, images) and cached beside the snapshot."""
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+        path = self.evaluation_path(step, rows, split)
         if not path.is_file():
             with self._lock():  # one process evaluates; the others wait and read its file
                 if not path.is_file():
                     dev = select_device(device)
                     precision = resolve_precision(self.manifest().get("precision", "fp32"), dev)
                     model = inference_model(self.load(step, data, dev), dev, precision)
-                    result = translation_accuracy(model, data.test_x[rows], data.test_y[rows], shift_grid(),
-                                                  data.fill, device=dev, keep_per_image=True)
-                    save_predictions(path, {"test": result.per_image(rows)})
-        return load_predictions(path)["test"]
+                    x, y = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+                    result = translation_accuracy(model, x[rows], y[rows], shift_grid(), data.fill, device=dev,
+                                                  keep_per_image=True)
+                    save_predictions(path, {split: result.per_image(rows)})
+        return load_predictions(path)[split]
 
     # -- teacher-output cache ------------------------------------------------------------
     @staticmethod
