@@ -34,7 +34,9 @@ def _trainable(study, data, caches):
     settings = StudySettings(dataset=args.dataset, epochs=args.max_epochs, train_subset=study.train_subset,
                              data_seed=args.seed, val_images=args.val_images or None,
                              test_images=args.test_images or None, device=args.device, patience=args.patience,
-                             precision=args.precision)
+                             precision=args.precision, plugins=getattr(study, "plugins", ()),
+                             registrations=getattr(study, "registrations", ()),
+                             robustness=getattr(study, "robustness", ()))
     resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_failures)
     wrapped = tune.with_parameters(train_student, data=data, settings=settings, caches=caches)
     return tune.with_resources(wrapped, resources.as_dict()), settings, resources
