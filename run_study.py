@@ -4,6 +4,8 @@
     python run_study.py --space leveled_kd --address auto  # on a running Ray cluster
     python run_study.py --list-spaces
     python run_study.py --list-keys                        # every key a space or --set may name
+    python run_study.py --space my_study/study.yaml        # a study of your own (docs/byo.md)
+    python run_study.py --list-keys --space my_study/study.yaml   # ... and what it can name
 """
 from __future__ import annotations
 
@@ -19,20 +21,30 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ... at" line per trial
 
 from study.errors import run_cli  # noqa: E402
-from study.train.data import DATASETS  # noqa: E402
 from study.errors import InputError, check_device  # noqa: E402
+
+DEFAULT_SPACE = "leveled_kd"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_study.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     what = p.add_argument_group("what to study")
-    what.add_argument("--space", default="leveled_kd", help="named search space (see --list-spaces) or a YAML path")
+    what.add_argument("--space", default=None,
+                      help=f"named search space (see --list-spaces) or a YAML path (default: {DEFAULT_SPACE})")
     what.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
     what.add_argument("--list-keys", action="store_true",
                       help="list every key a space or --set may name (default, range, meaning) and exit")
     what.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a space key, e.g. --set teachers=cnn_1")
-    what.add_argument("--dataset", default="mnist", choices=DATASETS)
+    what.add_argument("--dataset", default=None,
+                      help="a registered dataset (mnist, fashion_mnist, cifar10, or one a plug-in registers) or an "
+                           "image folder's path (DIR/{train,test}/<class>/); default: the space's dataset, else mnist")
+    what.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",
+                      help="import a plug-in first (a .py file or a module name) that registers datasets, models or "
+                           "KD terms; repeatable (a space's imports: does the same)")
+    what.add_argument("--robustness", default="translation", metavar="FAMILY[,FAMILY]",
+                      help="robustness families to report on the test images (translation, rotation, scaling, noise, "
+                           "or a plug-in's); translation stays the objective")
     what.add_argument("--objective", choices=("translated", "transfer"), default="translated",
                       help="what the search maximizes on validation: translated accuracy, or the transfer ratio "
                            "(student - no KD) / (teacher - no KD) against a no-KD reference student of each seed")
@@ -97,8 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_keys:
         from study.distill.config import key_table
 
+        if args.space or args.imports:  # the keys of that space, its plug-ins and pretrained teachers included
+            from study.search.space import load_space, registered_table
+            from study.train.plugins import import_plugins
+
+            import_plugins(args.imports or [])
+            space = load_space(args.space or DEFAULT_SPACE)
+            print(key_table())
+            print()
+            print(registered_table(space))
+            return 0
         print(key_table())
         return 0
+    args.space = args.space or DEFAULT_SPACE
     for flag in ("max_epochs", "teacher_steps", "teacher_eval_images"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1")

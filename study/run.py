@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from study.train.data import EVAL_SEED, EVAL_SUBSET, load_dataset, train_val_split
+from study.train.datasets import resolve_dataset
+from study.train.model_check import check_model
+from study.train.plugins import import_plugins, resolve_plugins
+from study.train.robustness import get_family
 from study.errors import InputError, UserError, check_reachable
 from study.search.space import Space, load_space
-from study.teachers.bank import TeacherBank, bank_record, teacher_bank_root
+from study.teachers.bank import bank_record, teacher_bank_root
+from study.teachers.pretrained import PretrainedBank, bank_for
 from study.tracking.runs import Tracker, browse_hint, default_tracking_uri, study_tags
 
 DEFAULT_SEARCH_TRIALS = 12
@@ -42,8 +47,21 @@ class Study:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        imports = resolve_plugins(getattr(args, "imports", None) or [])
+        import_plugins(imports)  # before the space: its keys may name what the plug-ins register
         space = load_space(args.space).with_overrides(args.set or [])
         self.space: Space = space.resolve_steps(args.teacher_steps)
+        #: what every Ray worker imports before it builds a model (study.train.plugins.prepare_worker)
+        self.plugins: tuple[str, ...] = tuple(dict.fromkeys(imports + space.imports))
+        self.pretrained = space.pretrained
+        #: what every worker registers again: the space's models: entries, then its pretrained teachers
+        self.registrations: tuple = (*space.models, *space.pretrained)
+        # --dataset, else the space's, else mnist; a path is an image folder (registered here)
+        args.dataset = resolve_dataset(getattr(args, "dataset", None) or space.dataset or "mnist")
+        #: robustness families scored at the end besides translation (the objective), checked by name now
+        asked = [n.strip() for n in (getattr(args, "robustness", None) or "").split(",")]
+        self.robustness: tuple[str, ...] = tuple(dict.fromkeys(
+            [*space.robustness, *(get_family(n).name for n in asked if n and n != "translation")]))
         self.output_dir = Path(args.output_dir).expanduser().resolve()
         self.name = args.study_name or f"{self.space.name}-{args.dataset}"
         self.dir = self.output_dir / "studies" / self.name
@@ -103,6 +121,9 @@ class Study:
             "ray": a.address or "local (127.0.0.1)", "seed": a.seed,
             "output_dir": str(self.output_dir), "study_dir": str(self.dir), "teacher_banks": str(self.bank_root),
             "mlflow": self.tracking_uri, "optuna": self.optuna_url,
+            **({"robustness": ["translation", *self.robustness]} if self.robustness else {}),
+            **({"plugins": list(self.plugins)} if self.plugins else {}),
+            **({"pretrained_teachers": {t.name: t.describe() for t in self.pretrained}} if self.pretrained else {}),
         }
 
 
@@ -152,12 +173,21 @@ def preflight(study: Study) -> tuple[Any, Any]:
         raise InputError(f"--optuna-storage {study.optuna_url!r} is not a database URL "
                          f"(e.g. sqlite:///runs/optuna.db)") from None
     for spec in study.space.teacher_specs(args.dataset):
-        TeacherBank(study.bank_root, spec).steps()  # a corrupted or foreign manifest: SnapshotError now
+        bank = bank_for(study.bank_root, spec)
+        bank.steps()  # a corrupted or foreign manifest: SnapshotError now
+        if isinstance(bank, PretrainedBank):
+            bank.check_owner()
     data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
     try:
         split = train_val_split(data, study.train_subset, seed=args.seed)
     except ValueError as error:
         raise InputError(f"--train-subset {args.train_subset}: {error}") from None
+    # every model the space names builds for this dataset and keeps the (logits, features) contract
+    for role, names in (("student", study.space.students()), ("teacher", study.space.teacher_archs())):
+        for name in names:
+            check_model(name, data.input_shape, data.num_classes, role, dataset=args.dataset)
+    for teacher in study.pretrained:  # its files are there and fit its architecture
+        teacher.check(data)
     return data, split
 
 
@@ -342,13 +372,16 @@ def build_teachers(study: Study, data, tracker: Tracker, parent_id: str) -> dict
     # cluster has no GPU node up yet; otherwise: a GPU when the cluster has one
     gpus = 1 if args.address and args.gpus_per_trial > 0 else None
     manifests = build_teacher_banks(specs, data, study.bank_root, args.teacher_steps, args.teacher_eval_images,
-                                    cpus_per_teacher=args.cpus_per_trial, gpus_per_teacher=gpus, progress=say)
+                                    cpus_per_teacher=args.cpus_per_trial, gpus_per_teacher=gpus, progress=say,
+                                    plugins=study.plugins, registrations=study.registrations)
     teachers = {}
     for spec, manifest in manifests.items():
         teachers[spec.key] = bank_record(manifest)
-        note = TeacherBank(study.bank_root, spec).precision_note(args.precision)
+        bank = bank_for(study.bank_root, spec)
+        note = None if isinstance(bank, PretrainedBank) else bank.precision_note(args.precision)
         if note:  # here, not only in the task: a task's output reaches the terminal only with --verbose
             say(note)
+        source = {f"pretrained_{k}": v for k, v in manifest.get("pretrained", {}).items()}  # where its weights came from
         tracker.teacher_run(parent_id, spec.key, {**asdict(spec), "teacher_steps": args.teacher_steps,
-                                                  "eval_images": args.teacher_eval_images}, manifest)
+                                                  "eval_images": args.teacher_eval_images, **source}, manifest)
     return teachers

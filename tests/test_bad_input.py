@@ -52,6 +52,72 @@ def _dead_port(_tmp) -> str:
     return str(free_port())
 
 
+def _plugin(tmp, text: str, name: str = "lkd_bad_plugin") -> str:
+    path = tmp / f"{name}.py"
+    path.write_text(text)
+    return str(path)
+
+
+def _space(tmp, text: str) -> str:
+    """A space file of one's own in ``tmp`` (the study's tiny teacher: no training is reached)."""
+    path = tmp / "mine.yaml"
+    path.write_text("description: mine\n" + text)
+    return str(path)
+
+
+def _odd_folder(tmp) -> str:
+    """An image folder whose images do not share one size."""
+    from torchvision.io import encode_png
+
+    for split in ("train", "test"):
+        for i, size in enumerate((8, 8, 9)):
+            folder = tmp / "odd" / split / f"c{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.png").write_bytes(encode_png(__import__("torch").zeros(3, size, size, dtype=__import__("torch").uint8)).numpy().tobytes())
+    return str(tmp / "odd")
+
+
+def _checkpoint(tmp, arch: str = "mlp_2") -> str:
+    from models import build_model
+
+    __import__("torch").save(build_model(arch, (1, 28, 28), 10).state_dict(), tmp / "teacher.pt")
+    return str(tmp / "teacher.pt")
+
+
+ONE_TENSOR_STUDENT = """from torch import nn
+from models import register_model
+
+@register_model("lkd_one_tensor", roles=("student",))
+class OneTensor(nn.Module):
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.fc = nn.Linear(784, classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+
+@pytest.fixture
+def forget_plugins():
+    """What a case's plug-ins and spaces registered is forgotten afterwards (they run in this process)."""
+    from models import registry
+    from study.teachers import pretrained
+    from study.train import datasets
+
+    saved = [dict(t) for t in (registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
+                               pretrained._PRETRAINED)]
+    modules = set(sys.modules)
+    yield
+    for table, before in zip((registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
+                              pretrained._PRETRAINED), saved):
+        table.clear()
+        table.update(before)
+    for name in set(sys.modules) - modules:
+        if name.startswith("lkd_"):
+            del sys.modules[name]
+
+
 # (id, argv builder, expected message part). Builders get tmp_path; "{data}" is the tiny MNIST root.
 STUDY_CASES = [
     ("unknown-space", lambda t: ["--space", "nope", "--dry-run"], "unknown space 'nope'"),
@@ -82,6 +148,42 @@ STUDY_CASES = [
     ("bank-from-newer-version", lambda t: (_bank_manifest(t / "bank", '{"format": 9, "snapshots": {}}'), [])[1],
      "newer leveled-kd"),
     ("resume-nothing", lambda t: ["--resume"], "nothing to resume"),
+    # what a user brings (docs/byo.md): plug-ins, datasets, models, pretrained teachers
+    ("import-missing", lambda t: ["--import", str(t / "my_modles.py"), "--dry-run"], "my_modles.py does not exist"),
+    ("import-module-missing", lambda t: ["--import", "lkd_no_such_module", "--dry-run"],
+     "plug-in module 'lkd_no_such_module' not found on sys.path"),
+    ("import-fails", lambda t: ["--import", _plugin(t, "import torch\nx = nn.Linear(2, 2)\n"), "--dry-run"],
+     "failed: NameError: name 'nn' is not defined (at "),
+    ("import-name-taken", lambda t: ["--import", _plugin(t, "X = 1\n", "models"), "--dry-run"],
+     "a module named 'models' is already imported"),
+    ("dataset-unknown", lambda t: ["--dataset", "leafs", "--dry-run"],
+     "unknown dataset 'leafs'; valid choices: mnist, fashion_mnist, cifar10"),
+    ("dataset-folder-missing", lambda t: ["--dataset", str(t / "no-folder"), "--dry-run"], "no such folder"),
+    ("dataset-sizes-differ", lambda t: ["--dataset", _odd_folder(t)], "give the image folder a resize: [H, W]"),
+    ("student-one-tensor", lambda t: ["--import", _plugin(t, ONE_TENSOR_STUDENT), "--set", "student=lkd_one_tensor"],
+     "model 'lkd_one_tensor' returns one tensor; its forward must return (logits, features)"),
+    ("space-unknown-dataset", lambda t: ["--space", _space(t, "dataset: leafs\nfixed: {teachers: cnn_1}\n"), "--dry-run"],
+     "unknown dataset 'leafs'"),
+    ("space-import-missing", lambda t: ["--space", _space(t, "imports: [nope.py]\nfixed: {teachers: cnn_1}\n"),
+                                        "--dry-run"], "nope.py does not exist"),
+    ("robustness-unknown", lambda t: ["--robustness", "rotation,blur", "--dry-run"],
+     "unknown robustness family 'blur'; valid: translation, rotation, scaling, noise"),
+    ("pretrained-no-arch", lambda t: ["--space", _space(t, "pretrained: {mine: {checkpoint: t.pt}}\n"
+                                                         "fixed: {teachers: mine}\n"), "--dry-run"], "needs arch:"),
+    ("pretrained-checkpoint-missing", lambda t: ["--space", _space(t, "pretrained: {mine: {arch: tiny_cnn, checkpoint: "
+                                                                    "gone.pt}}\nfixed: {teachers: mine}\n")],
+     "gone.pt does not exist"),
+    ("pretrained-does-not-fit", lambda t: (_checkpoint(t), ["--space", _space(
+        t, "pretrained: {mine: {arch: tiny_cnn, checkpoint: teacher.pt}}\nfixed: {teachers: mine}\n")])[1],
+     "does not fit its architecture built for mnist (1x28x28, 10 classes): missing keys"),
+    ("pretrained-seeds", lambda t: ["--space", _space(t, "pretrained: {mine: {arch: tiny_cnn, checkpoint: t.pt}}\n"
+                                                       "fixed: {teachers: mine}\nparams: {teacher_seed: {choices: [0, 1]}}\n"),
+                                    "--dry-run"], "needs teacher_seed 0"),
+    ("pretrained-step-not-in-series", lambda t: ["--space", _space(t, "pretrained: {mine: {arch: tiny_cnn, snapshots: "
+                                                                    "{10: a.pt, 20: b.pt}}}\nfixed: {teachers: mine, "
+                                                                    "teacher_step: 15}\n"), "--dry-run",
+                                                   "--set", "teachers=mine"],
+     "teacher_step 15 is not a snapshot step of pretrained teacher mine; valid: 10, 20"),
 ]
 
 DISTILL_CASES = [
@@ -98,6 +200,11 @@ DISTILL_CASES = [
     ("data-missing", lambda t: ["--data-root", str(t / "no-data")], "mnist not found"),
     ("snapshot-corrupted", lambda t: (_corrupt_snapshot(t / "out"), ["--teacher-step", "50"])[1],
      "does not match the sha256"),
+    ("import-missing", lambda t: ["--import", str(t / "nope.py")], "nope.py does not exist"),
+    ("dataset-unknown", lambda t: ["--dataset", "leafs"], "unknown dataset 'leafs'"),
+    ("robustness-unknown", lambda t: ["--robustness", "blur"], "unknown robustness family 'blur'"),
+    ("student-one-tensor", lambda t: ["--import", _plugin(t, ONE_TENSOR_STUDENT), "--student", "lkd_one_tensor",
+                                      "--teacher", "none"], "model 'lkd_one_tensor' returns one tensor"),
 ]
 
 
@@ -108,7 +215,7 @@ def _one_line_error(code: int, err: str, message: str) -> None:
 
 
 @pytest.mark.parametrize("build, message", [c[1:] for c in STUDY_CASES], ids=[c[0] for c in STUDY_CASES])
-def test_run_study_bad_input(build, message, tmp_path, mnist_root, capsys):
+def test_run_study_bad_input(build, message, tmp_path, mnist_root, capsys, forget_plugins):
     argv = ["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path / "out"),
             "--bank-dir", str(tmp_path / "bank"), "--set", "teachers=cnn_1", "--teacher-steps", "100",
             "--num-cpus", "1", *build(tmp_path)]
@@ -120,7 +227,7 @@ def test_run_study_bad_input(build, message, tmp_path, mnist_root, capsys):
 
 
 @pytest.mark.parametrize("build, message", [c[1:] for c in DISTILL_CASES], ids=[c[0] for c in DISTILL_CASES])
-def test_distill_bad_input(build, message, tmp_path, mnist_root, capsys):
+def test_distill_bad_input(build, message, tmp_path, mnist_root, capsys, forget_plugins):
     argv = ["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path / "out"), "--epochs", "1",
             "--teacher-step", "50", *build(tmp_path)]
     started = time.monotonic()

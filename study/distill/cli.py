@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING
 from losses import all_hyperparams, kd_terms, scale_key
 from models import model_names
 
-from study.train.data import DATASETS, load_dataset, shift_grid, train_val_split
+from study.train.data import load_dataset, shift_grid, train_val_split
+from study.train.datasets import resolve_dataset
+from study.train.model_check import check_model
+from study.train.plugins import import_plugins
 from study.distill.spec import RunSpec, build_trainer, evaluate_split
 from study.errors import InputError, check_device
 from study.train.runtime import PRECISION_ENV
@@ -40,10 +43,25 @@ def _csv(kind):
     return lambda text: [kind(part) for part in text.split(",") if part]
 
 
+def _import_first(argv: list[str] | None) -> list[str]:
+    """Import the ``--import`` plug-ins before the parser is built: its choices and its KD-term flags
+    come from the registries, which the plug-ins fill."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    import_plugins(known.imports)
+    return known.imports
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    _import_first(argv)
     p = argparse.ArgumentParser(prog="python -m study.distill", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="mnist", choices=DATASETS)
+    p.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",
+                   help="import a plug-in first (a .py file or a module name) that registers datasets, models or "
+                        "KD terms; repeatable")
+    p.add_argument("--dataset", default="mnist",
+                   help="a registered dataset (mnist, fashion_mnist, cifar10, or a plug-in's) or an image folder's path")
     p.add_argument("--data-root", default="data", help="torchvision data root (downloaded there if missing)")
     p.add_argument("--no-download", action="store_true", help="never try to download datasets")
     p.add_argument("--output-dir", default="runs", help="teacher banks go to OUTPUT_DIR/teachers")
@@ -87,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="teacher training, caches and the student: auto = bf16 on CUDA and on CPUs with native "
                         "bf16 (avx512_bf16 / amx_bf16), else fp32")
+    p.add_argument("--robustness", default="translation", metavar="FAMILY[,FAMILY]",
+                   help="robustness families to report besides translation: rotation, scaling, noise, or a plug-in's")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--save", metavar="DIR", default=None,
                    help="write the trained student to DIR: student.pt (state dict), config.json and mlflow_model/ "
@@ -100,6 +120,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.dataset = resolve_dataset(args.dataset)
+    from study.train.robustness import get_family
+
+    for name in args.robustness.split(","):  # an unknown family: one line now, not after training
+        if name.strip():
+            get_family(name.strip())
     check_device(args.device)
     os.environ[PRECISION_ENV] = args.precision  # the default of every TrainConfig and bank below
     if args.epochs < 1 or (args.train_subset is not None and args.train_subset < 1):
@@ -126,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
+    check_model(spec.student, data.input_shape, data.num_classes, "student", dataset=args.dataset)
+    for ref in spec.teachers:
+        check_model(ref.arch, data.input_shape, data.num_classes, "teacher", dataset=args.dataset)
     try:
         split = train_val_split(data, args.train_subset, seed=args.seed)
     except ValueError as error:
@@ -158,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     tick[0] = time.perf_counter()
     trainer.fit()
     result = evaluate_split(trainer, data, split, "test", shift_grid())
+    extra = _families(args.robustness, trainer, data, split)
     report = {
         **spec.params(),
         "test_clean_acc": result.clean_acc,
@@ -167,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher_seconds": teacher_seconds,
         "device": str(trainer.device),
         "precision": trainer.precision,
+        **extra,
     }
     report.update(_export_student(args, spec, trainer.model, data, report, result, tracking, log))
     if args.json:
@@ -174,7 +205,26 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"student {spec.student} ({spec.params()['variant']}, teachers: {spec.params()['teachers']}) "
               f"on {spec.dataset}: clean {result.clean_acc:.4f}  translated {result.translated_acc:.4f}")
+        for key, value in extra.items():
+            if "/" not in key:
+                print(f"  {key.removeprefix('test_')} {value:.4f}")
     return 0
+
+
+def _families(names: str, trainer, data, split) -> dict[str, float]:
+    """``--robustness``: the test metrics of each named family besides translation (one line if unknown)."""
+    from study.distill.spec import split_images
+    from study.train.robustness import family_accuracy, get_family
+    from study.train.trainer import inference_model
+
+    families = [get_family(n.strip()) for n in names.split(",") if n.strip() and n.strip() != "translation"]
+    rows = split_images(data, split, "test")
+    model = inference_model(trainer.model, trainer.device, trainer.precision)
+    metrics: dict[str, float] = {}
+    for family in families:
+        metrics.update(family_accuracy(model, data.test_x[rows], data.test_y[rows], family, data.mean, data.std,
+                                       device=trainer.device).metrics("test_"))
+    return metrics
 
 
 @dataclass(frozen=True)
@@ -243,7 +293,8 @@ def _log_run(tracking: _Tracking, spec: RunSpec, module, data, report: dict, res
                                     start_time=int(tracking.started * 1000))
     run_id = run.info.run_id
     tracker.log_params(run_id, {**params, "device": report["device"], "precision": report.get("precision", "")})
-    tracker.log_metrics(run_id, {**result.metrics("test_"), "teacher_seconds": report["teacher_seconds"]},
+    families = {k: v for k, v in report.items() if k.startswith("test_") and isinstance(v, float)}
+    tracker.log_metrics(run_id, {**result.metrics("test_"), **families, "teacher_seconds": report["teacher_seconds"]},
                         step=spec.epochs)
     for epoch, seconds in enumerate(report["epoch_seconds"], start=1):
         tracker.log_metrics(run_id, {"epoch_seconds": seconds}, step=epoch)

@@ -47,13 +47,28 @@ class ConfigError(UserError, ValueError):
     """A run setting is unknown, of the wrong type or out of range; the message says which and why."""
 
 
+def _resolve(name: str) -> None:
+    """A model named by a scheme (``torchvision:resnet18``, ``timm:...``, ``my_pkg.models:Net``) is
+    registered the first time a run names it (:func:`models.hub.resolve_model`); a failure is a ValueError."""
+    if ":" in name:
+        from models.hub import resolve_model
+
+        try:
+            resolve_model(name)
+        except (ImportError, ValueError) as error:
+            raise ValueError(str(error).splitlines()[0]) from None
+
+
 def _student(name: str) -> str:
+    _resolve(name)
     if name not in model_names("student"):
         raise ValueError(f"valid students are {', '.join(model_names('student'))}")
     return name
 
 
 def _teachers(value: str) -> str:
+    for name in value.split("+"):
+        _resolve(name)
     valid = model_names("teacher")
     if value != "none" and any(a not in valid for a in value.split("+")):
         raise ValueError(f"valid teachers are {', '.join(valid)} (joined by '+') or none")
@@ -152,14 +167,42 @@ def _kd_fields() -> dict[str, Any]:
     return fields
 
 
-RunConfig = create_model("RunConfig", __base__=_Base, __doc__="A run's configuration: the study's keys, with "
-                         "types, bounds and defaults, plus each registered KD term's scale and hyperparameters.",
-                         **_kd_fields())
+def _registries() -> tuple:
+    """What :class:`RunConfig`'s fields are generated from: teachers, KD terms, hyperparameters."""
+    return tuple(model_names("teacher")), tuple(kd_terms()), tuple(all_hyperparams())
+
+
+_MODEL: dict[str, Any] = {}
+_ADAPTERS: dict[str, TypeAdapter] = {}
+
+
+def run_config_model() -> Any:
+    """The :class:`RunConfig` model for the registries as they are now.
+
+    Plug-ins register teachers and KD terms after this module is imported (a ``--import``ed module,
+    a space's ``imports:``, a pretrained teacher), and each adds fields (``step_<teacher>``,
+    ``s_<term>``); the model is rebuilt when the registries changed, and is the same object otherwise.
+    """
+    key = _registries()
+    if _MODEL.get("key") != key:
+        _MODEL["model"] = create_model(
+            "RunConfig", __base__=_Base, __doc__="A run's configuration: the study's keys, with types, bounds "
+            "and defaults, plus each registered KD term's scale and hyperparameters.", **_kd_fields())
+        _MODEL["key"] = key
+        _ADAPTERS.clear()
+    return _MODEL["model"]
+
+
+def __getattr__(name: str) -> Any:
+    """``RunConfig``: the model for the registries as they are now (see :func:`run_config_model`)."""
+    if name == "RunConfig":
+        return run_config_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe_keys() -> dict[str, str]:
     """Every key a space or ``--set`` may name, with what it means."""
-    return {name: field.description or "" for name, field in RunConfig.model_fields.items()
+    return {name: field.description or "" for name, field in run_config_model().model_fields.items()
             if not name.startswith("step_") and name != "baseline"}
 
 
@@ -167,7 +210,7 @@ def key_table() -> str:
     """``run_study.py --list-keys``: each key, its default, its range (numbers) and what it means."""
     rows = []
     for key, meaning in describe_keys().items():
-        field = RunConfig.model_fields[key]
+        field = run_config_model().model_fields[key]
         bounds = range_text(key) if any(hasattr(m, a) for m in field.metadata for a in ("ge", "gt", "le", "lt")) else ""
         rows.append((key, repr(field.default), bounds, meaning))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -180,7 +223,7 @@ BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_eq
 def range_text(key: str) -> str:
     """A key's bounds as an interval, from its field's constraints: ``[0, 1]``, ``(0, 100]``, ``[0, inf)``."""
     bounds = {"low": -math.inf, "high": math.inf, "low_open": False, "high_open": False}
-    for item in RunConfig.model_fields[key].metadata:
+    for item in run_config_model().model_fields[key].metadata:
         for attr, side, is_open in (("ge", "low", False), ("gt", "low", True), ("le", "high", False),
                                     ("lt", "high", True)):
             if getattr(item, attr, None) is not None:
@@ -190,7 +233,7 @@ def range_text(key: str) -> str:
 
 def _describe(key: str, value: Any, error: dict) -> str:
     """One pydantic error as one line: ``alpha=1.5 is out of range [0, 1]``."""
-    if error["type"] in BOUND_ERRORS and key in RunConfig.model_fields:
+    if error["type"] in BOUND_ERRORS and key in run_config_model().model_fields:
         return f"{key}={value!r} is out of range {range_text(key)}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{key}={value!r}: {message}" if key else message
@@ -204,13 +247,12 @@ def _one_line(error: ValidationError) -> str:
     return _describe(where, first.get("input"), first)
 
 
-_ADAPTERS: dict[str, TypeAdapter] = {}
 
 
 def check_value(key: str, value: Any) -> Any:
     """Validate one key's value (a space's fixed value, a range bound, a choice, a ``--set``);
     returns it as the run will see it, or raises :class:`ConfigError` with a one-line message."""
-    fields = RunConfig.model_fields
+    fields = run_config_model().model_fields
     if key not in fields:
         raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(describe_keys())}")
     if key not in _ADAPTERS:
@@ -226,10 +268,15 @@ def check_value(key: str, value: Any) -> Any:
 def validate_run(config: Mapping[str, Any]) -> Any:
     """A trial's config (sampled and constant values) as a :class:`RunConfig`; the searcher's
     bookkeeping (the ``arm`` it picked, Optuna's ``<scale>_on`` switches) is dropped first."""
+    try:  # models named by a scheme register first: their step_<name> keys are fields from then on
+        for name in [str(config.get("student", ""))] + str(config.get("teachers", "")).split("+"):
+            _resolve(name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     values = {k: v for k, v in config.items()
-              if k not in SEARCH_BOOKKEEPING and not (k.endswith("_on") and k[:-3] in RunConfig.model_fields)}
+              if k not in SEARCH_BOOKKEEPING and not (k.endswith("_on") and k[:-3] in run_config_model().model_fields)}
     try:
-        return RunConfig.model_validate(values)
+        return run_config_model().model_validate(values)
     except ValidationError as error:
         raise ConfigError(_one_line(error)) from None
 

@@ -16,12 +16,14 @@ import torch
 
 from study.distill.spec import RunSpec, TeacherOutputs
 from study.teachers.bank import TeacherBank, TeacherSpec
+from study.teachers.pretrained import bank_for
 from study.train.data import ImageData, Split
 
 
 def teacher_bank(spec: RunSpec, arch: str, seed: int, bank_root: str | os.PathLike) -> TeacherBank:
-    """The bank of one of ``spec``'s teachers (architecture, seed, the run's teacher label smoothing)."""
-    return TeacherBank(bank_root, TeacherSpec(spec.dataset, arch, seed, spec.teacher_label_smoothing))
+    """The bank of one of ``spec``'s teachers (architecture, seed, the run's teacher label smoothing): a
+    pretrained teacher's imported snapshots, or a bank the study trains (:func:`~study.teachers.pretrained.bank_for`)."""
+    return bank_for(bank_root, TeacherSpec(spec.dataset, arch, seed, spec.teacher_label_smoothing))
 
 
 def teacher_outputs(spec: RunSpec, data: ImageData, split: Split, bank_root: str | os.PathLike,

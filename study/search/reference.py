@@ -23,7 +23,8 @@ from filelock import FileLock
 from study.analysis.transfer import point_ratio
 from study.distill.config import run_spec
 from study.distill.spec import Patience, RunSpec, build_trainer, evaluate_split, split_images
-from study.teachers.bank import TeacherBank, TeacherSpec
+from study.teachers.bank import TeacherSpec
+from study.teachers.pretrained import bank_for
 from study.train.data import ImageData, Split, shift_grid
 from study.train.trainer import EveryEpoch, Trainer
 
@@ -82,8 +83,8 @@ def teacher_score(spec: RunSpec, settings: Any, data: ImageData, split: Split) -
     if not spec.uses_teachers:
         return None
     rows = split_images(data, split, "val", settings.val_images)
-    scores = [TeacherBank(settings.bank_root, TeacherSpec(settings.dataset, t.arch, t.seed,
-                                                          spec.teacher_label_smoothing)).evaluation(
+    scores = [bank_for(settings.bank_root, TeacherSpec(settings.dataset, t.arch, t.seed,
+                                                       spec.teacher_label_smoothing)).evaluation(
                   t.step, data, rows, device=settings.device, split="val").accuracy("translated")
               for t in spec.teachers]
     return sum(scores) / len(scores)

@@ -27,6 +27,18 @@ over teacher seeds x student seeds)::
     params:
       teacher_seed: {choices: [0, 1, 2]}
       seed: {choices: [0, 1, 2]}
+
+A study of your own (docs/byo.md) lives in your folder, and its space names what it brings;
+paths are relative to the space file::
+
+    imports: [my_models.py]                       # modules that register datasets, models, KD terms
+    dataset: {image_folder: data/shapes}          # or a registered name: dataset: shapes
+    pretrained:                                   # teachers trained elsewhere: banks without training
+      my_cnn: {arch: small_cnn, snapshots: {100: ckpt/step-100.pt, 400: ckpt/step-400.pt}}
+    fixed: {student: small_mlp, teachers: my_cnn}
+
+A pretrained teacher's ``teacher_step`` is one of its own steps (``bank``, ``weak`` and ``strong``
+resolve against its series, not against ``--teacher-steps``).
 """
 from __future__ import annotations
 
@@ -40,6 +52,10 @@ import yaml
 from study.distill.config import ConfigError, check_value, describe_keys
 from study.errors import UserError
 from study.teachers.bank import TeacherSpec, snapshot_steps
+from study.teachers.pretrained import PretrainedTeacher, parse_pretrained, pretrained_teacher, register_pretrained
+from study.train.datasets import register_image_folder, resolve_dataset
+from study.train.plugins import ModelEntry, import_plugins, parse_model_entry, resolve_plugins
+from study.train.robustness import get_family
 
 SPACES_DIR = Path(__file__).with_name("spaces")
 SAMPLERS = ("tpe", "random", "grid")
@@ -51,6 +67,11 @@ MISSING_TOKENS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN"
                             "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 #: Fraction of the teacher-step budget the "weak" (early) snapshot sits at: 2,500 of 25,000.
 WEAK_FRACTION = 0.1
+#: The sections a space file may have.
+SECTIONS = ("description", "sampler", "scheduler", "imports", "dataset", "models", "pretrained", "robustness", "fixed",
+            "arms", "params")
+#: The options of a space's ``dataset: {image_folder: ...}``.
+DATASET_OPTIONS = ("image_folder", "name", "resize", "mean", "std", "test_fraction")
 
 
 class SpaceError(UserError, ValueError):
@@ -119,16 +140,55 @@ class Space:
     fixed: dict = field(default_factory=dict)
     params: dict[str, Param] = field(default_factory=dict)
     arms: dict[str, dict] = field(default_factory=dict)
+    #: plug-in modules (absolute paths or module names) the space imported: every Ray worker imports them too
+    imports: tuple[str, ...] = ()
+    #: the dataset the space names (a registered name), or None: ``--dataset``'s default then
+    dataset: str | None = None
+    #: teachers trained elsewhere (``pretrained:``), registered as teacher models
+    pretrained: tuple[PretrainedTeacher, ...] = ()
+    #: models named by a spec (``models: {NAME: {model: torchvision:resnet18, features: layer4}}``)
+    models: tuple[ModelEntry, ...] = ()
+    #: robustness families reported besides translation (``robustness: [rotation, noise]``)
+    robustness: tuple[str, ...] = ()
+    #: per-teacher snapshot steps where a teacher's differ from the study's schedule (pretrained
+    #: teachers' own steps), set by :meth:`resolve_steps`: the choices (or the one fixed step) of ``step_<arch>``
+    arch_steps: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, name: str, raw: Any) -> "Space":
+    def from_dict(cls, name: str, raw: Any, base: str | Path | None = None) -> "Space":
+        """A space from its YAML mapping; ``base`` is the folder relative paths (imports, the dataset's
+        folder, pretrained checkpoints) start from (the space file's). Imports its plug-ins and
+        registers its dataset and pretrained teachers first: its keys may name what they register."""
         if not isinstance(raw, dict):
             raise SpaceError(f"space {name!r} must be a YAML mapping")
-        unknown = set(raw) - {"description", "sampler", "scheduler", "fixed", "params", "arms"}
+        unknown = set(raw) - set(SECTIONS)
         if unknown:
             raise SpaceError(f"space {name!r} has unknown section(s) {sorted(unknown)}; "
-                             f"valid: description, sampler, scheduler, fixed, arms, params")
+                             f"valid: {', '.join(SECTIONS)}")
+        imports = raw.get("imports") or []
+        if isinstance(imports, str):
+            imports = [imports]
+        if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+            raise SpaceError(f"space {name!r}: imports must be a list of .py files or module names")
+        imports = resolve_plugins(imports, base)
+        import_plugins(imports)
+        dataset = _space_dataset(name, raw.get("dataset"), base)
+        models = raw.get("models") or {}
+        if not isinstance(models, dict):
+            raise SpaceError(f"space {name!r}: models must map each model's name to its model: spec")
+        entries = tuple(parse_model_entry(str(k), v) for k, v in models.items())
+        for entry in entries:
+            entry.register()
+        families = raw.get("robustness") or []
+        families = [families] if isinstance(families, str) else families
+        if not isinstance(families, list):
+            raise SpaceError(f"space {name!r}: robustness must be a list of family names, e.g. [rotation, noise]")
+        families = tuple(dict.fromkeys(get_family(str(f)).name for f in families if str(f) != "translation"))
+        pretrained = raw.get("pretrained") or {}
+        if not isinstance(pretrained, dict):
+            raise SpaceError(f"space {name!r}: pretrained must map each teacher's name to its source")
+        teachers = tuple(register_pretrained(parse_pretrained(str(k), v, base)) for k, v in pretrained.items())
         arms = raw.get("arms") or {}
         if not isinstance(arms, dict) or not all(isinstance(v, dict) and v for v in arms.values()):
             raise SpaceError(f"space {name!r}: arms must map each arm's name to a mapping of fixed values")
@@ -139,7 +199,8 @@ class Space:
                     sampler=raw.get("sampler", "tpe"), scheduler=raw.get("scheduler", "asha"),
                     fixed=dict(raw.get("fixed") or {}),
                     params={k: Param.parse(k, v) for k, v in (raw.get("params") or {}).items()},
-                    arms={str(k): dict(v) for k, v in arms.items()})
+                    arms={str(k): dict(v) for k, v in arms.items()},
+                    imports=imports, dataset=dataset, pretrained=teachers, models=entries, robustness=families)
         space.validate()
         return space
 
@@ -176,6 +237,10 @@ class Space:
             raise SpaceError(f"space {self.name!r} must fix or search 'teachers'")
         if self.arms and "teacher_step" in self.params:
             raise SpaceError(f"space {self.name!r}: with arms, give each arm its teacher_step")
+        pretrained = [arch for arch in self.teacher_archs() if pretrained_teacher(arch) is not None]
+        if pretrained and (self.teacher_seeds() != [0] or self.teacher_label_smoothings() != [0.0]):
+            raise SpaceError(f"space {self.name!r}: pretrained teacher {pretrained[0]!r} has one bank; it needs "
+                             f"teacher_seed 0 and teacher_label_smoothing 0 (neither fixed otherwise nor searched)")
 
     @property
     def keys(self) -> set[str]:
@@ -239,79 +304,121 @@ class Space:
         return [TeacherSpec(dataset, arch, seed, ls) for arch in self.teacher_archs()
                 for seed in self.teacher_seeds() for ls in self.teacher_label_smoothings()]
 
-    def resolve_steps(self, teacher_steps: int) -> "Space":
-        """Replace ``bank``/``weak``/``strong`` by snapshot steps and drop steps beyond the budget."""
-        available = snapshot_steps(teacher_steps)
-        if not available:
-            raise SpaceError(f"--teacher-steps must be >= 50 (the first snapshot), got {teacher_steps}")
-        weak = min(available, key=lambda s: (abs(s - WEAK_FRACTION * teacher_steps), s))
-        named = {"weak": weak, "strong": available[-1]}
+    def steps_of(self, arch: str, teacher_steps: int) -> list[int]:
+        """The snapshot steps ``arch``'s bank has or will have: a pretrained teacher's own, else the
+        study's schedule up to ``teacher_steps``."""
+        teacher = pretrained_teacher(arch)
+        return teacher.steps if teacher is not None else snapshot_steps(teacher_steps)
 
-        def resolve(values: list) -> list[int]:
-            if values == ["bank"]:
-                return available
-            steps = []
-            for v in values:
-                step = named.get(v, v)
-                if step not in available and v not in named:
-                    if isinstance(v, int) and v > available[-1]:
-                        continue  # beyond this budget: dropped
-                    raise SpaceError(f"teacher_step {v} is not a snapshot step; valid: {', '.join(map(str, available))}")
-                steps.append(step)
+    def resolve_steps(self, teacher_steps: int) -> "Space":
+        """Replace ``bank``/``weak``/``strong`` by snapshot steps and drop steps beyond the budget.
+
+        A pretrained teacher's steps are its own: its values resolve against its series and are kept
+        per teacher in :attr:`arch_steps` (arms: as ``step_<arch>``) when they differ from the others'."""
+        archs = self.teacher_archs()
+        own = {arch: pretrained_teacher(arch).steps for arch in archs if pretrained_teacher(arch) is not None}
+        available = snapshot_steps(teacher_steps)
+        if not available and (not archs or len(own) < len(archs)):
+            raise SpaceError(f"--teacher-steps must be >= 50 (the first snapshot), got {teacher_steps}")
+
+        def named(steps: list[int], budget: int) -> dict[str, int]:
+            weak = min(steps, key=lambda s: (abs(s - WEAK_FRACTION * budget), s))
+            return {"weak": weak, "strong": steps[-1]}
+
+        def resolve(values: list, arch: str | None = None) -> list[int]:
+            steps = own.get(arch, available) if arch else available
             if not steps:
-                raise SpaceError(f"no teacher_step of {values} fits --teacher-steps {teacher_steps}")
-            return list(dict.fromkeys(steps))
+                raise SpaceError(f"--teacher-steps must be >= 50 (the first snapshot), got {teacher_steps}")
+            names = named(steps, steps[-1] if arch in own else teacher_steps)
+            if values == ["bank"]:
+                return list(steps)
+            found = []
+            for v in values:
+                step = names.get(v, v)
+                if step not in steps and v not in names:
+                    if isinstance(v, int) and v > steps[-1]:
+                        continue  # beyond this budget: dropped
+                    whose = f" of pretrained teacher {arch}" if arch in own else ""
+                    raise SpaceError(f"teacher_step {v} is not a snapshot step{whose}; valid: "
+                                     f"{', '.join(map(str, steps))}")
+                found.append(step)
+            if not found:
+                budget = f"pretrained teacher {arch}'s steps" if arch in own else f"--teacher-steps {teacher_steps}"
+                raise SpaceError(f"no teacher_step of {values} fits {budget}")
+            return list(dict.fromkeys(found))
+
+        trained = [arch for arch in archs if arch not in own]
+        general = trained[0] if trained else (archs[0] if archs else None)
+
+        def general_resolve(values: list) -> list[int]:
+            return resolve(values, None if general is None or general not in own else general)
 
         fixed, params = dict(self.fixed), dict(self.params)
+        arch_steps: dict[str, tuple[int, ...]] = {}
         arms = {}
         for name, values in self.arms.items():
             values = dict(values)
             teachers = str(values.get("teachers", fixed.get("teachers", "none")))
-            if "teacher_step" in values:
-                try:
-                    values["teacher_step"] = resolve([values["teacher_step"]])[0]
-                except SpaceError:
-                    if isinstance(values["teacher_step"], int) and values["teacher_step"] > available[-1]:
-                        continue  # this arm's snapshot is beyond the budget: the arm is dropped
-                    raise
-            elif teachers != "none" and "teacher_step" not in fixed:
-                values["teacher_step"] = named["weak"]
+            arm_archs = [] if teachers == "none" else teachers.split("+")
+            # the arm's teacher_step reads against its trained teachers' schedule, or (pretrained only) its first's
+            ref = None if not arm_archs or any(a not in own for a in arm_archs) else arm_archs[0]
+            value = values.get("teacher_step", fixed.get("teacher_step", "weak"))
+            try:
+                if "teacher_step" in values:
+                    values["teacher_step"] = resolve([values["teacher_step"]], ref)[0]
+                elif arm_archs and "teacher_step" not in fixed:
+                    values["teacher_step"] = resolve(["weak"], ref)[0]
+                for arch in arm_archs:
+                    if arch in own:
+                        values[f"step_{arch}"] = resolve([value], arch)[0]
+            except SpaceError:
+                lasts = [own.get(a, available)[-1] for a in arm_archs if own.get(a, available)] or available[-1:]
+                if isinstance(value, int) and lasts and value > min(lasts):
+                    continue  # this arm's snapshot is beyond the budget: the arm is dropped
+                raise
             arms[name] = values
         if self.arms and not arms:
             raise SpaceError(f"space {self.name!r}: no arm's teacher_step fits --teacher-steps {teacher_steps}")
         if "teacher_step" in params:
-            params["teacher_step"] = replace(params["teacher_step"],
-                                             choices=tuple(resolve(list(params["teacher_step"].choices))))
+            choices = list(params["teacher_step"].choices)
+            params["teacher_step"] = replace(params["teacher_step"], choices=tuple(general_resolve(choices)))
+            arch_steps = {arch: tuple(resolve(choices, arch)) for arch in own}
         elif "teacher_step" in fixed:
-            steps = resolve([fixed["teacher_step"]])
-            if len(steps) > 1:  # 'bank' as a fixed value means: search them all
+            value = fixed["teacher_step"]
+            steps = general_resolve([value])
+            arch_steps = {arch: tuple(resolve([value], arch)) for arch in own}
+            if len(steps) > 1 or any(len(v) > 1 for v in arch_steps.values()):
+                # 'bank' as a fixed value means: search them all
                 params["teacher_step"] = Param("teacher_step", choices=tuple(steps))
                 del fixed["teacher_step"]
             else:
                 fixed["teacher_step"] = steps[0]
-        elif self.teacher_archs() and not self.arms:
-            fixed["teacher_step"] = named["weak"]
-        return replace(self, fixed=fixed, params=params, arms=arms)
+        elif archs and not self.arms:
+            fixed["teacher_step"] = general_resolve(["weak"])[0]
+            arch_steps = {arch: tuple(resolve(["weak"], arch)) for arch in own}
+        return replace(self, fixed=fixed, params=params, arms=arms, arch_steps=arch_steps)
 
     def teacher_steps_used(self) -> list[int]:
         """Snapshot steps a trial may ask for (after :meth:`resolve_steps`): what needs a cache."""
         steps = {a["teacher_step"] for a in self.arms.values() if "teacher_step" in a}
+        return sorted(steps | set(self._general_steps()) | {step for _, step in self.teacher_caches_used()})
+
+    def _general_steps(self) -> list[int]:
         if "teacher_step" in self.params:
-            steps |= set(self.params["teacher_step"].choices)
-        elif "teacher_step" in self.fixed:
-            steps.add(self.fixed["teacher_step"])
-        return sorted(steps)
+            return list(self.params["teacher_step"].choices)
+        return [self.fixed["teacher_step"]] if "teacher_step" in self.fixed else []
 
     def teacher_caches_used(self) -> list[tuple[str, int]]:
         """(architecture, snapshot step) pairs a trial may ask for: arms name theirs, other spaces
-        may combine any teacher with any step."""
+        may combine any teacher with any of its steps."""
         if not self.arms:
-            return [(arch, step) for arch in self.teacher_archs() for step in self.teacher_steps_used()]
+            return sorted((arch, step) for arch in self.teacher_archs()
+                          for step in self.arch_steps.get(arch, self._general_steps()))
         pairs = set()
         for arm in self.arms.values():
             teachers = str(arm.get("teachers", self.fixed.get("teachers", "none")))
-            step = arm.get("teacher_step", self.fixed.get("teacher_step"))
-            pairs |= {(a, step) for a in teachers.split("+") if teachers != "none"}
+            for a in ([] if teachers == "none" else teachers.split("+")):
+                pairs.add((a, arm.get(f"step_{a}", arm.get("teacher_step", self.fixed.get("teacher_step")))))
         return sorted(pairs)
 
     # -- Optuna ---------------------------------------------------------------------------
@@ -336,11 +443,15 @@ class Space:
         teachers = str(values.get("teachers", fixed.get("teachers")))
         archs = [] if teachers == "none" else teachers.split("+")
         for arch in archs:
+            if f"step_{arch}" in fixed:  # an arm's pretrained teacher: its own step
+                continue
             if "teacher_step" in self.params:
-                step_param = replace(self.params["teacher_step"], name=f"step_{arch}")
+                choices = self.arch_steps.get(arch, self.params["teacher_step"].choices)
+                step_param = replace(self.params["teacher_step"], name=f"step_{arch}", choices=tuple(choices))
                 values[f"step_{arch}"] = step_param.suggest(trial)
             else:
-                constants[f"step_{arch}"] = fixed["teacher_step"]
+                constants[f"step_{arch}"] = self.arch_steps[arch][0] if arch in self.arch_steps \
+                    else fixed["teacher_step"]
         if len(archs) == 2 and "teacher_weight" in self.params:
             values["teacher_weight"] = self.params["teacher_weight"].suggest(trial)
         constants.update({k: v for k, v in values.items()
@@ -353,7 +464,7 @@ class Space:
         for name, param in self.params.items():
             if name == "teacher_step":
                 for arch in self.teacher_archs():
-                    grid[f"step_{arch}"] = list(param.choices)
+                    grid[f"step_{arch}"] = list(self.arch_steps.get(arch, param.choices))
             else:
                 grid[name] = list(param.choices)
         return grid
@@ -408,8 +519,65 @@ def load_space(name_or_path: str) -> Space:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise SpaceError(f"space file {path}{where} is not valid YAML: {getattr(error, 'problem', error)}") from None
-    return Space.from_dict(path.stem, raw)
+    return Space.from_dict(path.stem, raw, base=path.resolve().parent)
+
+
+def _space_dataset(space: str, raw: Any, base: str | Path | None) -> str | None:
+    """A space's ``dataset:``: a registered name, or ``{image_folder: PATH, name, resize, mean, std}``
+    (registered here, the path relative to ``base``)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if "/" in raw and ":" not in raw:
+            raw = {"image_folder": raw}
+        else:
+            return resolve_dataset(raw)  # a registered name, torchvision:CLASS, module:function; else one line
+    if not isinstance(raw, dict) or "image_folder" not in raw:
+        raise SpaceError(f"space {space!r}: dataset must be a registered name or {{image_folder: PATH, name: NAME}}")
+    unknown = sorted(set(raw) - set(DATASET_OPTIONS))
+    if unknown:
+        raise SpaceError(f"space {space!r}: dataset has unknown option(s) {unknown}; valid: "
+                         f"{', '.join(DATASET_OPTIONS)}")
+    folder = Path(str(raw["image_folder"])).expanduser()
+    folder = folder if folder.is_absolute() else Path(base or ".") / folder
+    for option in ("resize", "mean", "std"):
+        value = raw.get(option)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value)):
+            raise SpaceError(f"space {space!r}: dataset {option} must be a list of numbers, got {value!r}")
+    fraction = raw.get("test_fraction")
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))):
+        raise SpaceError(f"space {space!r}: dataset test_fraction must be a number in (0, 1), got {fraction!r}")
+    return register_image_folder(str(raw.get("name") or folder.resolve().name), folder, raw.get("resize"),
+                                 raw.get("mean"), raw.get("std"), test_fraction=fraction)
 
 
 def list_spaces() -> list[tuple[str, str]]:
     return [(name, load_space(name).description) for name in space_names()]
+
+
+def registered_table(space: Space) -> str:
+    """``--list-keys --space FILE``: what the space's keys may name once its plug-ins are imported:
+    datasets, students, teachers and pretrained teachers, and what the space itself brings."""
+    from models import model_names
+
+    from study.teachers.pretrained import pretrained_names
+    from study.train.datasets import dataset_entry, dataset_names
+
+    pretrained = set(pretrained_names())
+    rows = [("datasets", ", ".join(dataset_names())),
+            ("students", ", ".join(model_names("student"))),
+            ("teachers", ", ".join(n for n in model_names("teacher") if n not in pretrained)),
+            ("pretrained", ", ".join(sorted(pretrained)) or "none")]
+    mine = [(f"space {space.name}", f"dataset {space.dataset or '(none: --dataset, else mnist)'}, students "
+                                    f"{', '.join(space.students())}, teachers {', '.join(space.teacher_archs()) or 'none'}")]
+    if space.imports:
+        mine.append(("imports", ", ".join(space.imports)))
+    if space.dataset:
+        mine.append((f"dataset {space.dataset}", dataset_entry(space.dataset).description))
+    mine += [(f"model {m.name}", f"{m.spec} ({', '.join(m.roles)}; features: {m.features or 'its head input'})")
+             for m in space.models]
+    mine += [(f"pretrained {t.name}", t.describe()) for t in space.pretrained]
+    if space.robustness:
+        mine.append(("robustness", ", ".join(["translation (objective)", *space.robustness])))
+    width = max(len(k) for k, _ in rows + mine)
+    return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in rows + [("", "")] + mine)

@@ -37,7 +37,9 @@ def _trainable(study, data):
                              min_epochs=getattr(args, "min_epochs", 0),
                              precision=args.precision, bank_root=str(study.bank_root),
                              objective=getattr(args, "objective", "translated"), references=tuple(study.baselines),
-                             reference_dir=str(study.dir / "references"))
+                             reference_dir=str(study.dir / "references"), plugins=getattr(study, "plugins", ()),
+                             registrations=getattr(study, "registrations", ()),
+                             robustness=getattr(study, "robustness", ()))
     resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_failures)
     wrapped = tune.with_parameters(train_student, data=data, settings=settings)
     return tune.with_resources(wrapped, resources.as_dict()), settings, resources
@@ -165,7 +167,8 @@ def _evaluate_teachers(table: pd.DataFrame, study, data, settings: StudySettings
     ratio. Returns ``{label: (key, per-image result)}`` (keys as :func:`_teacher_key` gives them)."""
     from study.analysis.studies import TEACHER_PREDICTIONS, teacher_predictions_name
     from study.distill.spec import split_images
-    from study.teachers.bank import TeacherBank, TeacherSpec
+    from study.teachers.bank import TeacherSpec
+    from study.teachers.pretrained import bank_for
     from study.train.data import train_val_split
     from study.train.predictions import save_predictions
 
@@ -179,7 +182,7 @@ def _evaluate_teachers(table: pd.DataFrame, study, data, settings: StudySettings
     folder = study.dir / "predictions" / TEACHER_PREDICTIONS
     out = {}
     for arch, step, smoothing, seed in keys:
-        bank = TeacherBank(study.bank_root, TeacherSpec(settings.dataset, arch, seed, smoothing))
+        bank = bank_for(study.bank_root, TeacherSpec(settings.dataset, arch, seed, smoothing))
         result = bank.evaluation(step, data, rows, device=settings.device)
         save_predictions(folder / teacher_predictions_name(arch, smoothing, seed, step), {"test": result})
         label = f"{arch}{f' ls{smoothing:g}' if smoothing else ''} @ {step} (seed {seed})"

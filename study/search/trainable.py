@@ -32,6 +32,7 @@ from study.distill.config import run_spec
 from study.distill.outputs import teacher_outputs
 from study.search.reference import TransferObjective
 from study.train.trainer import EveryEpoch, Trainer
+from study.train.plugins import prepare_worker
 
 CHECKPOINT_FILE = "trainer.pt"
 PREDICTIONS_FILE = "predictions.npz"
@@ -65,6 +66,12 @@ class StudySettings:
     #: the trained references are kept
     references: tuple = ()
     reference_dir: str = ""
+    #: the study's plug-in modules and pretrained teachers, which a worker imports and registers first
+    plugins: tuple[str, ...] = ()
+    #: what the space registers besides (its models: entries, its pretrained teachers), registered again
+    registrations: tuple = ()
+    #: robustness families (study/train/robustness.py) besides translation, scored on the test images at the end
+    robustness: tuple[str, ...] = ()
 
 
 def train_student(config: dict[str, Any], data: ImageData, settings: StudySettings) -> None:
@@ -79,6 +86,7 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
     teacher-output caches.
     """
     started = time.perf_counter()
+    prepare_worker(settings.plugins, settings.registrations)  # a fresh worker knows only the shipped models
     spec = run_spec(config, dataset=settings.dataset, epochs=settings.epochs, train_subset=settings.train_subset)
     # the subset is the study's (data_seed), the same for every trial; spec.seed drives init and order
     split = train_val_split(data, settings.train_subset, seed=settings.data_seed)
@@ -108,6 +116,7 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
                     "val": val.per_image(split_images(data, split, "val", settings.val_images)),
                     "test": test.per_image(split_images(data, split, "test", settings.test_images))})
                 metrics.update(test.metrics("test_"))
+                metrics.update(_families(trainer, data, split, settings))
             clock["eval"] += time.perf_counter() - now
             mark = time.perf_counter()
             torch.save({**trainer.state_dict(), "patience": asdict(patience)}, os.path.join(folder, CHECKPOINT_FILE))
@@ -129,6 +138,23 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
     clock["setup"] = time.perf_counter() - started
     clock["mark"] = time.perf_counter()
     trainer.fit()
+
+
+def _families(trainer: Trainer, data: ImageData, split, settings: StudySettings) -> dict[str, float]:
+    """The test metrics of every robustness family the study asked for besides translation."""
+    if not settings.robustness:
+        return {}
+    from study.train.robustness import family_accuracy, get_family
+    from study.train.trainer import inference_model
+
+    rows = split_images(data, split, "test", settings.test_images)
+    model = inference_model(trainer.model, trainer.device, trainer.precision)
+    metrics: dict[str, float] = {}
+    for name in settings.robustness:
+        result = family_accuracy(model, data.test_x[rows], data.test_y[rows], get_family(name), data.mean, data.std,
+                                 device=trainer.device)
+        metrics.update(result.metrics("test_"))
+    return metrics
 
 
 def load_student(checkpoint_dir: str, config: dict[str, Any], data: ImageData, settings: StudySettings) -> torch.nn.Module:

@@ -18,6 +18,8 @@ import ray
 from study.train.data import ImageData
 from study.train.runtime import set_cpu_threads
 from study.teachers.bank import TeacherBank, TeacherSpec
+from study.teachers.pretrained import bank_for
+from study.train.plugins import Registration, prepare_worker
 
 
 def _task_cpus() -> float | None:
@@ -29,13 +31,15 @@ def _task_cpus() -> float | None:
 
 
 def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: int, eval_images: int,
-                device: str) -> dict:
+                device: str, plugins: tuple[str, ...] = (), registrations: tuple[Registration, ...] = ()) -> dict:
     """The bank's manifest plus ``started`` / ``finished`` (epoch seconds, measured in the task):
-    the teacher's MLflow run spans its real training, not the driver's logging."""
+    the teacher's MLflow run spans its real training, not the driver's logging. A pretrained
+    teacher's bank imports its snapshots instead of training (``bank_for``)."""
     started = time.time()
+    prepare_worker(plugins, registrations)  # a fresh worker: the study's plug-ins, models and pretrained teachers
     # as many torch threads as the task's CPUs: more than that oversubscribes the cores other tasks use
     set_cpu_threads(_task_cpus())
-    bank = TeacherBank(bank_root, spec, eval_images)
+    bank = bank_for(bank_root, spec, eval_images)
     bank.ensure(data, max_steps, device=device, progress=lambda msg: print(msg, flush=True))
     return {**bank.manifest(), "started": started, "finished": time.time()}
 
@@ -43,7 +47,8 @@ def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: i
 def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root: Path, max_steps: int,
                         eval_images: int, device: str = "auto",
                         cpus_per_teacher: float = 1.0, gpus_per_teacher: int | None = None,
-                        progress: Callable[[str], None] = print) -> dict[TeacherSpec, dict]:
+                        progress: Callable[[str], None] = print, plugins: tuple[str, ...] = (),
+                        registrations: tuple[Registration, ...] = ()) -> dict[TeacherSpec, dict]:
     """Run one Ray task per teacher; returns each bank's manifest.
 
     ``gpus_per_teacher``: None = one GPU when the cluster has GPUs now. An autoscaling cluster
@@ -55,7 +60,8 @@ def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root
         1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=cpus_per_teacher, num_gpus=gpus, max_retries=2)(_build_bank)
     data_ref = ray.put(data)
-    pending = {task.remote(spec, data_ref, str(bank_root), max_steps, eval_images, device): spec for spec in specs}
+    pending = {task.remote(spec, data_ref, str(bank_root), max_steps, eval_images, device, tuple(plugins),
+                           tuple(registrations)): spec for spec in specs}
     manifests: dict[TeacherSpec, dict] = {}
     reported = {spec: set(TeacherBank(bank_root, spec).steps()) for spec in specs}
     while pending:
@@ -73,11 +79,13 @@ def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root
 def _report_new_snapshots(bank: TeacherBank, reported: set[int], max_steps: int,
                           progress: Callable[[str], None]) -> None:
     try:
-        snapshots = bank.manifest()["snapshots"]
+        manifest = bank.manifest()
     except Exception:  # being written right now: next time
         return
+    snapshots = manifest["snapshots"]
+    of = "" if "pretrained" in manifest else f"/{max_steps}"  # a pretrained bank has its own steps
     for step in sorted(int(s) for s in snapshots if int(s) not in reported):
         record = snapshots[str(step)]
-        progress(f"teacher {bank.spec.key} step {step}/{max_steps}: clean {record['clean_acc']:.4f} "
+        progress(f"teacher {bank.spec.key} step {step}{of}: clean {record['clean_acc']:.4f} "
                  f"translated {record['translated_acc']:.4f}")
         reported.add(step)

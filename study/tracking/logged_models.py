@@ -5,7 +5,8 @@ One format everywhere (the study's best trials, ``python -m study.distill --save
 MLflow 3's default), so that what loads is the real :class:`models.export.LogitsOnly`
 around the real student, which can be inspected, fine-tuned or moved to a GPU.
 Pickling stores classes by reference, so the ``models/`` package travels with the
-model (``code_paths``): loading needs torch and MLflow, not this project.
+model (``code_paths``), and so does the plug-in file of a user's own student
+(:func:`study.train.plugins.plugin_files`): loading needs torch and MLflow, not this project.
 
 Every model carries a signature (``float32 [-1, C*H*W]`` -> ``float32 [-1, classes]``),
 an input example (a few normalized, flattened test images) and, as metadata, the
@@ -28,6 +29,7 @@ import torch
 from models.export import LogitsOnly, logits_only
 
 from study.train.data import ImageData
+from study.train.plugins import plugin_files
 
 #: Artifact path (MLflow 3: the logged model's name) of a student on its run: ``runs:/<run id>/model``.
 MODEL_NAME = "model"
@@ -85,7 +87,8 @@ def _flavor_kwargs(module: LogitsOnly, data: ImageData, code_dir: Path,
         logits = module(torch.from_numpy(example)).numpy()
     torch_version = torch.__version__.split("+")[0]  # "2.14.1+cu130": the local tag is not on the package index
     return {"signature": infer_signature(example, logits), "input_example": example,
-            "code_paths": [str(code_dir)], "serialization_format": "pickle",
+            "code_paths": [str(code_dir), *plugin_files(type(m) for m in module.modules())],
+            "serialization_format": "pickle",
             "pip_requirements": [f"torch=={torch_version}"], "metadata": model_metadata(data, metadata)}
 
 

@@ -2,7 +2,10 @@
 
 Everything a trial needs fits in memory (MNIST train is 188 MB as float32), so
 datasets are loaded once into normalized tensors and batches are slices by a
-permutation: no DataLoader, no per-sample Python in the hot path.
+permutation: no DataLoader, no per-sample Python in the hot path. Datasets are
+registered loaders (:mod:`study.train.datasets`: the shipped ones, a user's, an
+image folder); one whose float32 tensors would not fit the memory limit (half the
+machine's memory, or ``$LEVELED_KD_DATA_LIMIT_GB``) is refused in one line.
 
 Translation (the study's robustness probe) shifts whole images by (dx, dy)
 pixels with zero fill, i.e. black background in pixel space; on normalized
@@ -17,9 +20,11 @@ from typing import Sequence
 
 import torch
 
-from study.errors import UserError
+from study.train.datasets import (SHIPPED, DataNotFoundError, as_raw, check_fits,  # noqa: F401  (re-exported)
+                                  dataset_entry, read_image_folder)
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+#: The shipped datasets (every registered one: :func:`~study.train.datasets.dataset_names`).
+DATASETS = SHIPPED
 
 #: The 8 compass directions as unit (dx, dy); +dx is right, +dy is down.
 COMPASS = ((0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1))
@@ -27,10 +32,6 @@ COMPASS = ((0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1))
 DEFAULT_MAGNITUDES = (2, 4, 6, 8)
 
 Shift = tuple[int, int]
-
-
-class DataNotFoundError(UserError, RuntimeError):
-    """A dataset is neither on disk nor downloadable; the message says how to provide it."""
 
 
 @dataclass
@@ -59,85 +60,37 @@ class ImageData:
 # ----------------------------------------------------------------------------- loading
 
 def load_dataset(name: str, root: str | os.PathLike, download: bool = True) -> ImageData:
-    """Load ``name`` from ``root`` (torchvision layouts), downloading it if allowed and missing.
+    """Load the registered dataset ``name`` (:mod:`study.train.datasets`) from ``root``, downloading
+    it if allowed and missing, and normalize it per channel.
 
-    CIFAR-10 is read from torchvision's ``cifar-10-batches-py`` or, failing that,
-    from an ImageFolder JPEG layout ``root/cifar10-jpeg/{train,test}/<class>/``.
+    The loader's raw images are checked (:func:`~study.train.datasets.as_raw`) and sized against the
+    memory limit (:func:`~study.train.datasets.check_fits`) before they become float32. The
+    normalization is the dataset's own when it fixes one (``RawImages.mean``/``std``), else the
+    training split's per-channel mean and standard deviation.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
+    entry = dataset_entry(name)
     root = Path(root).expanduser()
-    loader = {"mnist": _load_idx, "fashion_mnist": _load_idx, "cifar10": _load_cifar10}[name]
-    (train_x, train_y), (test_x, test_y) = loader(name, root, download)
-    x = train_x.float().div_(255)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3))
+    raw = as_raw(name, entry.loader(root, download))
+    check_fits(name, len(raw.train_x) + len(raw.test_x), raw.train_x.shape[1:])
+    scale = 255.0 if raw.train_x.dtype == torch.uint8 else 1.0
+    if raw.mean is not None and raw.std is not None:
+        mean, std = torch.tensor(raw.mean), torch.tensor(raw.std)
+    else:
+        x = raw.train_x.float().div_(scale)
+        mean = x.mean(dim=(0, 2, 3)) if raw.mean is None else torch.tensor(raw.mean)
+        std = x.std(dim=(0, 2, 3)) if raw.std is None else torch.tensor(raw.std)
+        del x
+
     def normalize(images: torch.Tensor) -> torch.Tensor:
-        return images.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+        return images.float().div_(scale).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    top = int(max(raw.train_y.max(), raw.test_y.max()))
     return ImageData(
         name=name,
-        train_x=normalize(train_x), train_y=train_y.long(),
-        test_x=normalize(test_x), test_y=test_y.long(),
-        num_classes=int(train_y.max()) + 1,
+        train_x=normalize(raw.train_x), train_y=raw.train_y,
+        test_x=normalize(raw.test_x), test_y=raw.test_y,
+        num_classes=len(raw.classes) if raw.classes is not None else top + 1,
         mean=tuple(mean.tolist()), std=tuple(std.tolist()),
     )
-
-
-def _missing(name: str, root: Path, reason: object) -> DataNotFoundError:
-    return DataNotFoundError(
-        f"{name} not found under {root} and could not be downloaded ({reason}); "
-        f"pass --data-root with torchvision's files, e.g. laid out by scripts/prepare_data.sh DIR"
-    )
-
-
-def _load_idx(name: str, root: Path, download: bool):
-    from torchvision import datasets
-
-    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
-    try:
-        splits = [cls(root=str(root), train=train, download=False) for train in (True, False)]
-    except RuntimeError as not_found:
-        if not download:
-            raise _missing(name, root, "downloads disabled") from not_found
-        try:
-            splits = [cls(root=str(root), train=train, download=True) for train in (True, False)]
-        except Exception as error:  # no network, mirror down, read-only root...
-            raise _missing(name, root, error) from error
-    return [(d.data.unsqueeze(1), d.targets) for d in splits]
-
-
-def _load_cifar10(name: str, root: Path, download: bool):
-    from torchvision import datasets
-
-    if (root / "cifar10-jpeg" / "test").is_dir():
-        return [_load_image_folder(root / "cifar10-jpeg" / split) for split in ("train", "test")]
-    try:
-        splits = [datasets.CIFAR10(root=str(root), train=t, download=download) for t in (True, False)]
-    except Exception as error:
-        raise _missing(name, root, error) from error
-    return [(torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets)) for d in splits]
-
-
-def _load_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode an ImageFolder tree of JPEGs into uint8 [N, 3, H, W], cached as one .pt beside it."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
-    cache = folder.parent / f".{folder.name}-tensors.pt"
-    if cache.is_file():
-        saved = torch.load(cache, weights_only=True)
-        return saved["x"], saved["y"]
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    images, labels = [], []
-    for label, cls in enumerate(classes):
-        for path in sorted((folder / cls).iterdir()):
-            images.append(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
-            labels.append(label)
-    x, y = torch.stack(images), torch.tensor(labels)
-    try:
-        torch.save({"x": x, "y": y}, cache)
-    except OSError:
-        pass  # read-only data root: decode again next time
-    return x, y
 
 
 # ----------------------------------------------------------------------------- splits
