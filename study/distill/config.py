@@ -77,7 +77,9 @@ def _teachers(value: str) -> str:
 
 def _trajectory(value: Any) -> Any:
     """``none``, ``bank`` or snapshot steps in increasing order (a list, or ``250,500,1000`` as text:
-    what ``--set`` and an Optuna choice can carry) as a tuple."""
+    what ``--set`` and an Optuna choice can carry; one number is one step) as a tuple."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
     if isinstance(value, str) and value not in ("none", "bank"):
         try:
             value = [int(part) for part in value.split(",") if part.strip()]

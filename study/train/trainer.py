@@ -236,7 +236,7 @@ class Trainer:
 
     def step_generator(self) -> torch.Generator:
         """The batch transform's generator for the coming step: a function of (seed, step) only."""
-        return torch.Generator().manual_seed(self.config.seed * 2**32 + self.step)
+        return torch.Generator().manual_seed((self.config.seed * 2**32 + self.step) % 2**63)
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> "Trainer":

@@ -30,8 +30,9 @@ per-sample Python. The views are the same for every student seed (their seed is 
 so one cache serves them all.
 
 **What K costs.** A view cache holds ``K`` outputs per image: its size is ``K x`` a plain cache
-(CNN_1 on the 54,000 MNIST training images: 266 floats per output, 57 MB plain, 230 MB for K=4),
-and computing it is ``K`` teacher passes over the training split, once per (snapshot, view set).
+(CNN_1 on the 54,000 MNIST training images: 266 floats per output, 54.8 MiB plain, 219 MiB for
+K=4, measured in docs/transfer.md), and computing it is ``K`` teacher passes over the training
+split, once per (snapshot, view set, training indices).
 A student's epoch costs the same as with a plain cache plus building the batch's views.
 """
 from __future__ import annotations

@@ -117,7 +117,7 @@ def test_trajectory_keys_resolve_to_snapshots_ending_at_the_teacher_step():
     assert refs("none").trajectory == ()
     assert refs("bank").trajectory == tuple(range(50, 501, 50))
     assert refs([100, 250]).trajectory == (100, 250, 500) == refs("100,250").trajectory  # ends at the teacher step
-    assert refs([100, 500]).trajectory == (100, 500)
+    assert refs([100, 500]).trajectory == (100, 500) and refs(250).trajectory == (250, 500)
     ref = refs("bank", step=1000)
     assert ref.schedule(3) == [50, 300, 1000] and ref.snapshots_used(3) == [50, 300, 1000]  # the middle snapshot
     for bad, message in [([500, 100], "must increase"), ("1000", "after the teacher's snapshot 500"),
