@@ -29,7 +29,10 @@ class FeatureTap:
         self.seen = inputs[0]
 
     def keep_output(self, layer: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        self.seen = output[0] if isinstance(output, (tuple, list)) else output
+        if isinstance(output, ModelOutput):  # an adapted model inside (a logged student in its wrapper)
+            self.seen = output.features
+        else:
+            self.seen = output[0] if isinstance(output, (tuple, list)) else output
 
     def emit(self, model: nn.Module, inputs: tuple[Any, ...], output: Any) -> ModelOutput:
         if isinstance(output, ModelOutput):
@@ -62,7 +65,16 @@ def as_model_output(model: nn.Module, features: str | None = None,
     """
     if getattr(model, "_lkd_feature_tap", None) is not None:
         return model
+    _fresh_hook_ids(model)
     tap = FeatureTap()
+    inner = next((m for m in model.modules() if m is not model and getattr(m, "_lkd_feature_tap", None)), None)
+    if not features and inner is not None:  # e.g. a logged student's wrapper: the adapted model inside has them
+        inner.register_forward_hook(tap.keep_output)
+        model.register_forward_hook(tap.emit)
+        model._lkd_feature_tap = tap
+        if not hasattr(model, "feature_dim") and hasattr(inner, "feature_dim"):
+            model.feature_dim = inner.feature_dim
+        return model
     if features:
         try:
             layer = model.get_submodule(features)
@@ -80,6 +92,17 @@ def as_model_output(model: nn.Module, features: str | None = None,
         elif input_shape is not None:
             model.feature_dim = probe(model, input_shape).features.shape[1]
     return model
+
+
+def _fresh_hook_ids(model: nn.Module) -> None:
+    """Make the next hook id larger than every hook id ``model`` already holds. An unpickled model (an
+    MLflow model) keeps the ids its hooks had in the process that saved it, while this process counts
+    from 0: a new hook could take an old one's id and silently replace it."""
+    from torch.utils.hooks import RemovableHandle
+
+    used = [key for module in model.modules() for hooks in (module._forward_hooks, module._forward_pre_hooks)
+            for key in hooks]
+    RemovableHandle.next_id = max(RemovableHandle.next_id, max(used, default=-1) + 1)
 
 
 def probe(model: nn.Module, input_shape: Sequence[int]) -> Any:

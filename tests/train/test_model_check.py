@@ -151,3 +151,24 @@ def test_a_named_feature_layer_is_taken_by_a_hook_and_pooled(names):
     names.append(register_model_spec("lkd_r18_nolayer", "torchvision:resnet18", features="layer9"))
     with pytest.raises(ModelError, match="has no layer 'layer9' to take features from"):
         check_model("lkd_r18_nolayer", (3, 32, 32), 10)
+
+
+def test_an_unpickled_adapted_model_adapts_again_in_a_fresh_process(names, monkeypatch):
+    """A logged student (a logits-only wrapper around an adapted model), loaded in another process, is
+    adapted again as a pretrained teacher: its old hooks keep their ids, the new ones must not take them."""
+    from torch.utils import hooks
+
+    from models.adapters import as_model_output
+    from models.export import logits_only
+
+    names.append("lkd_plain_again")
+    register_model("lkd_plain_again", outputs="logits")(Plain)
+    student = build_model("lkd_plain_again", (1, 6, 6), 4)
+    wrapped = pickle.dumps(logits_only(student, (1, 6, 6)))
+    taken = min(student._forward_hooks)  # the id of the hook that returns its features
+    monkeypatch.setattr(hooks.RemovableHandle, "next_id", taken)  # a fresh process counts again: ids collide
+    teacher = as_model_output(pickle.loads(wrapped))
+    x = torch.rand(3, 1, 6, 6)
+    out = teacher(x)
+    assert torch.allclose(out.logits, student(x).logits) and torch.allclose(out.features, student(x).features)
+    assert teacher.feature_dim == 12
