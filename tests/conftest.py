@@ -5,6 +5,7 @@ No test needs a GPU or the internet. Ray and MLflow are kept on loopback and qui
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,22 @@ def mnist(mnist_root):
 
     return load_dataset("mnist", mnist_root, download=False)
 
+
+@pytest.fixture
+def forget_plugins():
+    """What a test's plug-ins and spaces registered is forgotten afterwards (they run in this process)."""
+    from models import registry
+    from study.teachers import pretrained
+    from study.train import datasets
+
+    saved = [dict(t) for t in (registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
+                               pretrained._PRETRAINED)]
+    modules = set(sys.modules)
+    yield
+    for table, before in zip((registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
+                              pretrained._PRETRAINED), saved):
+        table.clear()
+        table.update(before)
+    for name in set(sys.modules) - modules:
+        if name.startswith("lkd_"):
+            del sys.modules[name]

@@ -98,24 +98,6 @@ class OneTensor(nn.Module):
 """
 
 
-@pytest.fixture
-def forget_plugins():
-    """What a case's plug-ins and spaces registered is forgotten afterwards (they run in this process)."""
-    from models import registry
-    from study.teachers import pretrained
-    from study.train import datasets
-
-    saved = [dict(t) for t in (registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
-                               pretrained._PRETRAINED)]
-    modules = set(sys.modules)
-    yield
-    for table, before in zip((registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
-                              pretrained._PRETRAINED), saved):
-        table.clear()
-        table.update(before)
-    for name in set(sys.modules) - modules:
-        if name.startswith("lkd_"):
-            del sys.modules[name]
 
 
 # (id, argv builder, expected message part). Builders get tmp_path; "{data}" is the tiny MNIST root.

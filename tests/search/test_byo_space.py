@@ -3,30 +3,16 @@ sections, paths relative to the space file, and a pretrained teacher's own snaps
 ``teacher_step`` (``bank``, ``weak``, ``strong``, arms, grids)."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
 
 from models import registry
 from study.search.space import Space, SpaceError, load_space, registered_table
-from study.teachers import pretrained as pretrained_module
 from study.train import datasets
 
 
-@pytest.fixture(autouse=True)
-def forget():
-    saved = [dict(t) for t in (registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
-                               pretrained_module._PRETRAINED)]
-    modules = set(sys.modules)
-    yield
-    for table, before in zip((registry._MODELS, registry._ROLES, registry._ADAPT, datasets._DATASETS,
-                              pretrained_module._PRETRAINED), saved):
-        table.clear()
-        table.update(before)
-    for name in set(sys.modules) - modules:
-        if name.startswith("lkd_"):
-            del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("forget_plugins")  # (tests/conftest.py)
 
 
 PLUGIN = """from torch import nn
