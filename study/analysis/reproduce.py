@@ -40,6 +40,10 @@ from study.teachers.bank import TeacherBank, TeacherSpec, bank_record
 BUDGETS = {
     "quick": dict(teacher_steps=500, teacher_eval_images=100, train_subset=2000, max_epochs=2, patience=0, min_epochs=0,
                   val_images=500, test_images=1000, precision="fp32"),
+    #: a KD scheme's first look (the ``transfer`` space): 10,000 training images, every student trained the
+    #: same 20 epochs (patient schedules are arms, so no early stopping), all test images
+    "pilot": dict(teacher_steps=2500, teacher_eval_images=300, train_subset=10000, max_epochs=20, patience=0,
+                  min_epochs=0, val_images=2000, test_images=0, precision="fp32"),
     "full": dict(teacher_steps=2500, teacher_eval_images=300, train_subset=0, max_epochs=10, patience=2, min_epochs=0,
                  val_images=2000, test_images=0, precision="fp32"),
 }
@@ -280,6 +284,9 @@ def write_index(results: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small budget: under 30 minutes on 2 CPU cores")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default=None,
+                   help="a named budget (quick, pilot: 10,000 images and 20 epochs for a KD scheme's first look, "
+                        "full; default full, or quick with --quick)")
     p.add_argument("--datasets", nargs="+", default=["mnist"])
     p.add_argument("--teacher-steps", type=int, default=None, help="override the budget's teacher steps")
     p.add_argument("--min-epochs", type=int, default=None,
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.existing = dict(item.split("=", 1) for item in args.study)
     pools = pooled_studies(args.pool, args.datasets)
-    args.budget_name = "quick" if args.quick else "full"
+    args.budget_name = args.budget or ("quick" if args.quick else "full")
     budget = dict(BUDGETS[args.budget_name])
     if args.teacher_steps:
         budget["teacher_steps"] = args.teacher_steps
@@ -329,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                              controls=args.controls or findings.CONTROL_SPACE in (args.spaces or []))
     total = time.time() - started
     command = "python scripts/reproduce.py" + (" --quick" if args.quick else "") + \
+        (f" --budget {args.budget}" if args.budget else "") + \
         (f" --datasets {' '.join(args.datasets)}" if args.datasets != ["mnist"] else "") + \
         (f" --teacher-steps {args.teacher_steps}" if args.teacher_steps else "") + \
         (" --controls" if args.controls else "") + \

@@ -560,3 +560,28 @@ def test_a_finding_studys_configurations_are_tabled_by_teacher_seed(tmp_path, ca
     from study.analysis import reports  # the same table from the command line, for studies outside a reproduction
     assert reports.main([str(a), str(b)]) == 0 and capsys.readouterr().out == text
     assert reports.main([str(a), str(tmp_path / "missing")]) == 2  # one line, not a traceback
+
+
+def test_a_named_budget_runs_its_flags_and_names_its_files(tmp_path, monkeypatch):
+    """``--budget pilot`` (a KD scheme's first look): the study it runs gets the pilot's flags, and
+    the study and result files carry the budget's name."""
+    ran = []
+
+    def fake_run(cmd, **kwargs):
+        ran.append(cmd)
+        name = cmd[cmd.index("--study-name") + 1]
+        study = tmp_path / "runs" / "studies" / name
+        write_study(tmp_path / "runs" / "studies", name, [{**BASE, "test": 0.3}, {"arm": "kd", "variant": "normal_kd",
+                                                                                  "test": 0.4}])
+        (study / "study.json").write_text(json.dumps({"status": "finished", "wall_seconds": 1}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(reproduce.subprocess, "run", fake_run)
+    assert reproduce.main(["--budget", "pilot", "--spaces", "transfer", "--output-dir", str(tmp_path / "runs"),
+                           "--docs", str(tmp_path / "docs"), "--n-boot", str(N_BOOT)]) == 0
+    (cmd,) = ran
+    flags = {a: b for a, b in zip(cmd, cmd[1:]) if a.startswith("--") and not b.startswith("--")}
+    assert flags["--study-name"] == "repro-transfer-mnist-pilot" and flags["--train-subset"] == "10000"
+    assert flags["--max-epochs"] == "20" and flags["--patience"] == "0" and flags["--test-images"] == "0"
+    text = (tmp_path / "docs" / "results" / "pilot-mnist-transfer.md").read_text()
+    assert "--budget pilot" in text and "T0. Normal KD beats no KD" in text
