@@ -96,18 +96,16 @@ class PretrainedTeacher:
             import mlflow
             import mlflow.pytorch
 
+            from study.tracking.logged_models import tracking_uri_for_a_moment
+
             previous = mlflow.get_tracking_uri()
-            if self.tracking_uri:
-                mlflow.set_tracking_uri(self.tracking_uri)
             try:
-                _MLFLOW_MODULES[key] = mlflow.pytorch.load_model(uri, map_location="cpu")
+                with tracking_uri_for_a_moment(self.tracking_uri or None):
+                    _MLFLOW_MODULES[key] = mlflow.pytorch.load_model(uri, map_location="cpu")
             except Exception as error:
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise PretrainedError(f"pretrained teacher {self.name!r}: cannot load MLflow model {uri} from "
                                       f"{self.tracking_uri or previous}: {first}") from None
-            finally:
-                if self.tracking_uri:
-                    mlflow.set_tracking_uri(previous)
         return _MLFLOW_MODULES[key]
 
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:

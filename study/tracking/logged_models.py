@@ -112,25 +112,29 @@ def _models_package() -> Iterator[Path]:
 
 
 @contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (which ``log_model`` uses) at ``uri`` for a moment, then restore it.
+def tracking_uri_for_a_moment(uri: str | None) -> Iterator[None]:
+    """Point MLflow's fluent API (which ``log_model`` and ``load_model`` use) at ``uri`` for a moment,
+    then restore it, ``$MLFLOW_TRACKING_URI`` included: ``mlflow.set_tracking_uri`` also sets that
+    variable, and a value left behind would send every later study of the process (and its
+    subprocesses) to another store. The project otherwise passes URIs explicitly
+    (``MlflowClient(uri)``) and never sets global state. ``None``: leave it as it is."""
+    import os
 
-    The project otherwise passes URIs explicitly (``MlflowClient(uri)``) and never sets global state.
-    """
-    try:
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-    except ImportError:  # a later MLflow moved it: set and restore by hand
-        import mlflow
+    import mlflow
 
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)
-        return
-    with _use_tracking_uri(uri):
+    if uri is None:
         yield
+        return
+    saved_env, previous = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def save_student(path: str | Path, module: LogitsOnly, data: ImageData,
@@ -167,7 +171,7 @@ def log_student(client, experiment_id: str, run_id: str, module: LogitsOnly, dat
         return existing
     logged = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id,
                                         tags={k: str(v) for k, v in (tags or {}).items()})
-    with _models_package() as code, _tracking_uri(client.tracking_uri):
+    with _models_package() as code, tracking_uri_for_a_moment(client.tracking_uri):
         mlflow.pytorch.log_model(module, name=MODEL_NAME, run_id=run_id, model_id=logged.model_id,
                                  **_flavor_kwargs(module, data, code, metadata))
     return LoggedStudent(logged.model_id, run_id)
@@ -192,7 +196,7 @@ def register_student(client, name: str, student: LoggedStudent, tags: Mapping[st
     if versions:
         version = versions[0].version
     else:
-        with _tracking_uri(client.tracking_uri):  # the SQL registry looks the logged model up through it
+        with tracking_uri_for_a_moment(client.tracking_uri):  # the SQL registry looks the logged model up through it
             version = client.create_model_version(name, source=student.model_uri, run_id=student.run_id,
                                                   model_id=student.model_id, description=description or None,
                                                   tags={k: str(v) for k, v in tags.items()}).version

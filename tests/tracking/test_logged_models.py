@@ -87,7 +87,7 @@ def logged(trained, mnist, tmp_path_factory):
 def load(uri: str, model_uri: str):
     import mlflow.pytorch
 
-    from study.tracking.logged_models import _tracking_uri
+    from study.tracking.logged_models import tracking_uri_for_a_moment as _tracking_uri
 
     with _tracking_uri(uri):
         return mlflow.pytorch.load_model(model_uri)
@@ -126,7 +126,7 @@ def test_logged_model_is_self_contained_with_signature_and_example(logged, mnist
     (found,) = logged.client.search_logged_models([logged.experiment_id],
                                                   filter_string=f"source_run_id = '{logged.run_id}'")
     assert found.name == "model" and found.tags["leveled_kd.trial_id"] == "t1"
-    from study.tracking.logged_models import _tracking_uri
+    from study.tracking.logged_models import tracking_uri_for_a_moment as _tracking_uri
 
     with _tracking_uri(logged.uri):  # models:/ URIs resolve through the global tracking URI
         local = Path(download_artifacts(f"models:/{found.model_id}"))
@@ -203,3 +203,23 @@ def test_teacher_bank_task_reports_when_it_started_and_finished(mnist, tmp_path)
     after = time.time()
     assert before <= manifest["started"] < manifest["finished"] <= after
     assert "50" in manifest["snapshots"]
+
+
+def test_pointing_mlflow_at_a_store_for_a_moment_leaves_no_trace(tmp_path, monkeypatch):
+    """``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; left behind, it sent every later
+    study of the process (and its subprocesses) to another store."""
+    import os
+
+    import mlflow
+
+    from study.tracking.logged_models import tracking_uri_for_a_moment
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = mlflow.get_tracking_uri()
+    with tracking_uri_for_a_moment(f"sqlite:///{tmp_path / 'a.db'}"):
+        assert mlflow.get_tracking_uri().endswith("a.db")
+    assert "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri() == before
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    with tracking_uri_for_a_moment(f"sqlite:///{tmp_path / 'b.db'}"):
+        pass
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
