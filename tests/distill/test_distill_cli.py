@@ -59,7 +59,7 @@ def test_save_and_tracking_uri_write_the_same_loadable_student(mnist_root, mnist
     from mlflow.tracking import MlflowClient
 
     from models import build_model
-    from study.tracking.logged_models import _tracking_uri
+    from study.tracking.logged_models import tracking_uri_for_a_moment as _tracking_uri
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["--data-root", str(mnist_root), "--no-download", "--output-dir", str(tmp_path), "--teacher", "none",
