@@ -40,7 +40,9 @@ def test_mlflow_holds_study_teacher_and_trial_runs(tiny_study):
     assert not [k for t in trials for k in t.data.params if k.startswith("config/")]  # one name per hyperparameter
     for run in [parent, teacher, *trials]:  # filterable across studies
         assert run.data.tags["leveled_kd.study"] == "leveled_kd-mnist" and run.data.tags["leveled_kd.space"] == "leveled_kd"
-    assert teacher.info.end_time > teacher.info.start_time  # the bank's real training time
+    # the run spans the bank task's real time: training when the bank is new, next to nothing when an earlier
+    # test of the session trained it (stage 1 computes no caches: trials do)
+    assert teacher.info.end_time >= teacher.info.start_time
     parent_id = parent.info.run_id
     assert teacher.data.tags["mlflow.parentRunId"] == parent_id
     assert sorted(m.step for m in client.get_metric_history(teacher.info.run_id, "clean_acc")) == [50, 100]
