@@ -85,7 +85,7 @@ def transfer_ratio(arm: Mapping[Unit, PerImage], baseline: Mapping[Unit, PerImag
     kept = gap > 0
     ratios = (means[kept, 0] - means[kept, 1]) / gap[kept]
     student, base, teacher = columns.mean(axis=0).reshape(3, n_units).mean(axis=1)
-    estimate = (student - base) / (teacher - base) if teacher > base else float("nan")
+    estimate = point_ratio(float(student), float(base), float(teacher))
     tail = (1 - confidence) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail]) if len(ratios) else (float("nan"), float("nan"))
     return Transfer(metric=metric, estimate=float(estimate), ci_low=float(low), ci_high=float(high),

@@ -23,8 +23,7 @@ from filelock import FileLock
 from study.analysis.transfer import point_ratio
 from study.distill.config import run_spec
 from study.distill.spec import Patience, RunSpec, build_trainer, evaluate_split, split_images
-from study.teachers.bank import TeacherSpec
-from study.teachers.pretrained import bank_for
+from study.distill.outputs import teacher_bank
 from study.train.data import ImageData, Split, shift_grid
 from study.train.trainer import EveryEpoch, Trainer
 
@@ -83,8 +82,7 @@ def teacher_score(spec: RunSpec, settings: Any, data: ImageData, split: Split) -
     if not spec.uses_teachers:
         return None
     rows = split_images(data, split, "val", settings.val_images)
-    scores = [bank_for(settings.bank_root, TeacherSpec(settings.dataset, t.arch, t.seed,
-                                                       spec.teacher_label_smoothing)).evaluation(
+    scores = [teacher_bank(spec, t.arch, t.seed, settings.bank_root).evaluation(
                   t.step, data, rows, device=settings.device, split="val").accuracy("translated")
               for t in spec.teachers]
     return sum(scores) / len(scores)
