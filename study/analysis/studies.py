@@ -171,7 +171,9 @@ class Predictions:
             paths = [f / TEACHER_PREDICTIONS / name for f in self.folders if (f / TEACHER_PREDICTIONS / name).is_file()]
             if not paths:
                 raise Skip(f"no teacher evaluation {name} in {', '.join(map(str, self.folders))}")
-            out[seed] = load_predictions(paths[0])[self.split]
+            if paths[0] not in self._cache:  # read once: every KD trial of a snapshot asks for it
+                self._cache[paths[0]] = load_predictions(paths[0])[self.split]
+            out[seed] = self._cache[paths[0]]
         return out
 
     def arm(self, rows: pd.DataFrame) -> tuple[dict[Unit, PerImage], int]:
