@@ -79,21 +79,14 @@ def transfer_columns(predictions: Any, trials: pd.DataFrame, no_kd: pd.DataFrame
     """An arm's teacher, scored on the arm's own test images (mean over teacher seeds), and its
     transfer ratios with 95% intervals (:mod:`study.analysis.transfer`) against the same student's
     no-KD runs; empty when the arm has no single teacher or the study kept no teacher evaluations."""
-    from study.analysis.studies import Skip
-    from study.analysis.transfer import TRANSFER_METRICS, transfer_ratio
+    from study.analysis.transfer import arm_transfers
 
-    try:
-        teachers = predictions.teachers(trials)
-        (arm, _), (base, _) = predictions.arm(trials), predictions.arm(no_kd)
-    except (Skip, ValueError):
+    teachers, ratios = arm_transfers(predictions, trials, no_kd, n_boot)
+    if not teachers:
         return {}
     out: dict[str, Any] = {f"teacher_test_{m}_acc": float(np.mean([t.accuracy(m) for t in teachers.values()]))
                            for m in ("clean", "translated", "small_shift")}
-    for metric in TRANSFER_METRICS:
-        try:
-            ratio = transfer_ratio(arm, base, teachers, metric, n_boot=n_boot)
-        except ValueError:
-            continue
+    for metric, ratio in ratios.items():
         out.update({f"transfer_{metric}": ratio.estimate, f"transfer_{metric}_low": ratio.ci_low,
                     f"transfer_{metric}_high": ratio.ci_high})
     return out

@@ -57,22 +57,16 @@ def best_transfer(table: pd.DataFrame, study_dir: Path, n_boot: int = 10_000,
     """The validation-best trial's transfer ratios (:mod:`study.analysis.transfer`) against its teacher
     and the no-KD student of its seed, on its test images: ``{metric: {estimate, ci_low, ci_high,
     student, baseline, teacher, text}}``; empty without a single teacher or its evaluation."""
-    from study.analysis.studies import Predictions, Skip
-    from study.analysis.transfer import TRANSFER_METRICS, transfer_ratio
+    from study.analysis.studies import Predictions
+    from study.analysis.transfer import arm_transfers
 
     best = best_trials(table, metric, k=1)
     base = baseline_of(table, best["student"].iloc[0] if not best.empty and "student" in best else None)
     if best.empty or base.empty:
         return {}
-    predictions = Predictions(study_dir, "test")
-    try:
-        teachers = predictions.teachers(best)
-        (arm, _), (no_kd, _) = predictions.arm(best), predictions.arm(base.assign(teacher_seed=None))
-        ratios = [transfer_ratio(arm, no_kd, teachers, metric, n_boot=n_boot) for metric in TRANSFER_METRICS]
-    except (Skip, ValueError):
-        return {}
-    return {r.metric: {"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high, "student": r.student,
-                       "baseline": r.baseline, "teacher": r.teacher, "text": r.format()} for r in ratios}
+    _, ratios = arm_transfers(Predictions(study_dir, "test"), best, base.assign(teacher_seed=None), n_boot)
+    return {m: {"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high, "student": r.student,
+                "baseline": r.baseline, "teacher": r.teacher, "text": r.format()} for m, r in ratios.items()}
 
 
 def summary(table: pd.DataFrame, study_dir: Path | None = None, metric: str = "val_translated_acc") -> dict[str, Any]:

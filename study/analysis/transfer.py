@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -91,6 +91,27 @@ def transfer_ratio(arm: Mapping[Unit, PerImage], baseline: Mapping[Unit, PerImag
     return Transfer(metric=metric, estimate=float(estimate), ci_low=float(low), ci_high=float(high),
                     student=float(student), baseline=float(base), teacher=float(teacher), n_units=n_units,
                     n_images=n_images, n_boot=n_boot, dropped=int((~kept).sum()))
+
+
+def arm_transfers(predictions: Any, rows: "pd.DataFrame", no_kd: "pd.DataFrame",
+                  n_boot: int = 10_000) -> tuple[dict[int | None, PerImage], dict[str, Transfer]]:
+    """The teachers of ``rows`` (an arm, or one trial, with one teacher snapshot) and its transfer ratios
+    per metric against the no-KD runs ``no_kd``, from a study's :class:`~study.analysis.studies.Predictions`;
+    ``({}, {})`` when the arm has no single teacher or the study kept no teacher evaluations."""
+    from study.analysis.studies import Skip
+
+    try:
+        teachers = predictions.teachers(rows)
+        (arm, _), (base, _) = predictions.arm(rows), predictions.arm(no_kd)
+    except (Skip, ValueError):
+        return {}, {}
+    ratios = {}
+    for metric in TRANSFER_METRICS:
+        try:
+            ratios[metric] = transfer_ratio(arm, base, teachers, metric, n_boot=n_boot)
+        except ValueError:
+            continue
+    return teachers, ratios
 
 
 def point_ratio(student: float, baseline: float, teacher: float) -> float:
