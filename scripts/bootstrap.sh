@@ -26,8 +26,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   fi
   echo "$hash" > "$stamp"
 else
-  # The editable install points at one checkout; re-point it when the venv is shared.
-  if ! "$venv/bin/python" -c "import study, sys, os; sys.exit(0 if os.path.dirname(os.path.dirname(study.__file__)) == '$root' else 1)" 2>/dev/null; then
+  # The editable install points at one checkout; re-point it when the venv is shared. The check runs
+  # from / so that this checkout's own folder (python's cwd entry on sys.path) cannot answer for it.
+  if ! (cd / && "$venv/bin/python" -c "import study, sys, os; sys.exit(0 if os.path.dirname(os.path.dirname(study.__file__)) == '$root' else 1)" 2>/dev/null); then
     "$venv/bin/python" -m pip install -q --no-deps -e "$root" > "$venv/.install.log" 2>&1 \
       || { cat "$venv/.install.log" >&2; exit 1; }
   fi

@@ -38,9 +38,10 @@ from study.train.views import MAX_VIEWS_K, ViewSet, view_class, view_hyperparams
 
 #: The poster's named points of the formula: which of (s_kl, s_fm) is on (from the loss's own names).
 VARIANTS = {name: (float("kl" in terms), float("fm" in terms)) for terms, name in POSTER_VARIANTS.items()}
-#: Keys the searcher adds to a trial's config that are not run settings: the arm it picked, and
-#: Optuna's "is this scale exactly 0?" switches (``s_kl_on``).
-SEARCH_BOOKKEEPING = ("arm",)
+#: Keys the searcher adds to a trial's config that are not run settings: the arm it picked, the
+#: (arm, teacher seed) cell of a grid whose controls have no teacher, and Optuna's "is this scale
+#: exactly 0?" switches (``s_kl_on``).
+SEARCH_BOOKKEEPING = ("arm", "cell")
 
 
 class ConfigError(UserError, ValueError):

@@ -248,15 +248,21 @@ class Space:
 
     def with_overrides(self, overrides: Iterable[str]) -> "Space":
         """Apply ``--set key=value`` (YAML-parsed values): fixes the key, searched or not; a list
-        (``--set seed=[0,1]``) makes the key a categorical of those choices instead."""
+        (``--set seed=[0,1]``) makes the key a categorical of those choices instead.
+        ``--set arm=[kd,fm_erase]`` keeps only those arms of a controlled experiment (a confirmation
+        run of a pilot's best schemes), whose findings are still the space's own."""
         fixed, params = dict(self.fixed), dict(self.params)
         keys = describe_keys()
         overridden: set[str] = set()
+        kept_arms = list(self.arms)
         for item in overrides:
             key, sep, text = item.partition("=")
             key = key.strip()
             if not sep or not key:
                 raise SpaceError(f"--set expects key=value, got {item!r}")
+            if key == "arm" and self.arms:
+                kept_arms = self._kept_arms(text)
+                continue
             if key not in keys:
                 raise SpaceError(f"--set {key}: unknown key; valid keys: {', '.join(keys)}")
             try:
@@ -275,10 +281,22 @@ class Space:
             if key == "teachers" and len(str(value).split("+")) < 2:
                 params.pop("teacher_weight", None)
         # an override wins over the arms too; the space's own ``fixed`` values do not (arms refine them)
-        arms = {name: {k: v for k, v in values.items() if k not in overridden} for name, values in self.arms.items()}
+        arms = {name: {k: v for k, v in self.arms[name].items() if k not in overridden} for name in kept_arms}
         space = replace(self, fixed=fixed, params=params, arms={k: v for k, v in arms.items() if v})
         space.validate()
         return space
+
+    def _kept_arms(self, text: str) -> list[str]:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise SpaceError(f"--set arm: cannot parse value {text!r}") from None
+        names = [str(v) for v in (value if isinstance(value, list) else [value])]
+        unknown = [n for n in names if n not in self.arms]
+        if not names or unknown:
+            raise SpaceError(f"--set arm: unknown arm(s) {', '.join(unknown) or '(none given)'}; "
+                             f"arms of {self.name}: {', '.join(self.arms)}")
+        return list(dict.fromkeys(names))
 
     # -- teachers -------------------------------------------------------------------------
     def teacher_combinations(self) -> list[str]:
@@ -430,14 +448,19 @@ class Space:
         """
         fixed = dict(self.fixed)
         constants: dict[str, Any] = {}
-        if self.arms:
+        cells = self.arm_cells()
+        if cells:
+            arm, teacher_seed = cells[trial.suggest_categorical("cell", list(cells))]
+            constants.update(arm=arm, teacher_seed=teacher_seed)
+        elif self.arms:
             arm = trial.suggest_categorical("arm", list(self.arms))
+        if self.arms:
             fixed.update(self.arms[arm])
             constants.update({k: v for k, v in self.arms[arm].items() if k != "teacher_step"})
         constants.update({k: v for k, v in fixed.items() if k != "teacher_step"})
         values: dict[str, Any] = {}
         for name, param in self.params.items():
-            if name in ("teacher_step", "teacher_weight"):
+            if name in ("teacher_step", "teacher_weight") or (cells and name == "teacher_seed"):
                 continue
             values[name] = param.suggest(trial)
         teachers = str(values.get("teachers", fixed.get("teachers")))
@@ -458,10 +481,34 @@ class Space:
                           if isinstance(v, float) and v == 0.0 and k in ("s_kl", "s_fm")})
         return constants
 
+    def arm_cells(self) -> dict[str, tuple[str, int]]:
+        """``cell -> (arm, teacher seed)`` when arms cross teacher seeds and some arm has no teacher; else empty.
+
+        An arm without a teacher (no KD, an augmentation control) is one student per student seed:
+        crossing it with teacher seeds would train the same student once per teacher seed, and the
+        paired statistics would count the copies as independent units. Such a grid is over cells
+        instead: ``kd@teacher_seed=1`` for each arm with a teacher and seed, ``aug_erase`` once.
+        """
+        if not self.arms or "teacher_seed" not in self.params:
+            return {}
+        seeds = self.teacher_seeds()
+        teacherless = {name for name, arm in self.arms.items()
+                       if str(arm.get("teachers", self.fixed.get("teachers", "none"))) == "none"}
+        if not teacherless or len(seeds) < 2:
+            return {}
+        cells: dict[str, tuple[str, int]] = {}
+        for name in self.arms:
+            for seed in seeds[:1] if name in teacherless else seeds:
+                cells[name if name in teacherless else f"{name}@teacher_seed={seed}"] = (name, seed)
+        return cells
+
     def grid(self) -> dict[str, list]:
         """The search space of Optuna's GridSampler (a grid over teachers has fixed steps and weights)."""
-        grid: dict[str, list] = {"arm": list(self.arms)} if self.arms else {}
+        cells = self.arm_cells()
+        grid: dict[str, list] = {"cell": list(cells)} if cells else {"arm": list(self.arms)} if self.arms else {}
         for name, param in self.params.items():
+            if cells and name == "teacher_seed":
+                continue
             if name == "teacher_step":
                 for arch in self.teacher_archs():
                     grid[f"step_{arch}"] = list(self.arch_steps.get(arch, param.choices))

@@ -286,3 +286,44 @@ def test_transfer_dry_run_plans_every_arm_at_the_budget_it_needs():
     full = run_study("--space", "transfer", "--dry-run", "--teacher-steps", "2500")
     assert full.returncode == 0 and "planned_trials          14" in full.stdout  # 13 arms + the no-KD baseline
     assert "mnist/mlp_1/seed-0" in full.stdout
+
+
+def test_an_arm_without_a_teacher_is_trained_once_per_student_seed_not_once_per_teacher_seed():
+    """Crossing a control (no teacher) with teacher seeds would train the same student three times and
+    count the copies as independent units; the grid is over (arm, teacher seed) cells instead."""
+    space = load_space("transfer").with_overrides(["seed=[0,1]", "teacher_seed=[0,1,2]"]).resolve_steps(2500)
+    teacherless = {"aug_mixup", "aug_noise", "aug_erase"}
+    assert space.grid_size() == (3 * (len(space.arms) - len(teacherless)) + len(teacherless)) * 2
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
+    seen = []
+
+    def objective(trial):
+        constants = space.suggest(trial)
+        config = {**trial.params, **constants}  # as Ray's OptunaSearch merges them: constants win
+        spec = run_spec(config, dataset="mnist", epochs=1, train_subset=None)
+        assert config["arm"] in space.arms
+        if config["arm"] in teacherless:
+            assert not spec.teachers
+        else:
+            assert spec.teachers[0].seed == config["teacher_seed"]
+        seen.append((config["arm"], None if config["arm"] in teacherless else config["teacher_seed"], config["seed"]))
+        return 0.0
+
+    study.optimize(objective, n_trials=space.grid_size())
+    assert len(seen) == len(set(seen)) == space.grid_size()
+    assert sorted(s for a, _, s in seen if a == "aug_erase") == [0, 1]
+    assert sorted((t, s) for a, t, s in seen if a == "kd") == [(t, s) for t in (0, 1, 2) for s in (0, 1)]
+    # one teacher seed, or no arm without a teacher: the plain arm x seed grid, as before
+    assert "arm" in load_space("transfer").resolve_steps(2500).grid()
+    assert "arm" in load_space("inductive_bias").resolve_steps(2500).grid()
+
+
+def test_set_arm_keeps_only_the_named_arms_and_refuses_unknown_ones():
+    space = load_space("transfer").with_overrides(["arm=[kd,fm_erase,aug_erase]", "seed=[0,1,2]",
+                                                   "teacher_seed=[0,1,2]"]).resolve_steps(2500)
+    assert list(space.arms) == ["kd", "fm_erase", "aug_erase"]
+    assert space.arms["fm_erase"] == load_space("transfer").arms["fm_erase"]
+    assert space.grid_size() == (3 + 3 + 1) * 3 and space.teacher_archs() == ["cnn_1"]
+    assert list(load_space("transfer").with_overrides(["arm=kd"]).arms) == ["kd"]
+    with pytest.raises(SpaceError, match="unknown arm.*fm_jacobian.*arms of transfer: kd, kd_soft"):
+        load_space("transfer").with_overrides(["arm=[kd,fm_jacobian]"])
