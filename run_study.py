@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                      help="teachers, caches and students: auto = bf16 on CUDA and on CPUs with native bf16 "
                           "(avx512_bf16 / amx_bf16), else fp32; fp32 forces full precision")
+    run.add_argument("--teacher-precision", default=None, choices=["auto", "fp32", "bf16"],
+                     help="a new teacher bank's precision, when it differs from the students' (default: "
+                          "--precision); e.g. bf16 teachers, as earlier seeds' banks were trained, with fp32 students")
     run.add_argument("--data-root", default="data", help="torchvision data root (downloaded there if missing)")
     run.add_argument("--no-download", action="store_true")
     run.add_argument("--output-dir", default="runs")

@@ -356,6 +356,11 @@ def resume_command(study: Study) -> str:
     return shlex.join(["python", "run_study.py", *argv, "--resume"])
 
 
+def teacher_precision(args) -> str:
+    """The precision a new bank trains in: ``--teacher-precision``, else the students' ``--precision``."""
+    return getattr(args, "teacher_precision", None) or args.precision
+
+
 def build_teachers(study: Study, data, tracker: Tracker, parent_id: str) -> dict:
     """Stage 1: train or extend every teacher bank the space can use, and log each teacher's run.
     Returns per bank the precision it was trained in and its last step, which ``study.json``
@@ -373,12 +378,13 @@ def build_teachers(study: Study, data, tracker: Tracker, parent_id: str) -> dict
     gpus = 1 if args.address and args.gpus_per_trial > 0 else None
     manifests = build_teacher_banks(specs, data, study.bank_root, args.teacher_steps, args.teacher_eval_images,
                                     cpus_per_teacher=args.cpus_per_trial, gpus_per_teacher=gpus, progress=say,
+                                    precision=teacher_precision(args),
                                     plugins=study.plugins, registrations=study.registrations)
     teachers = {}
     for spec, manifest in manifests.items():
         teachers[spec.key] = bank_record(manifest)
         bank = bank_for(study.bank_root, spec)
-        note = None if isinstance(bank, PretrainedBank) else bank.precision_note(args.precision)
+        note = None if isinstance(bank, PretrainedBank) else bank.precision_note(teacher_precision(args))
         if note:  # here, not only in the task: a task's output reaches the terminal only with --verbose
             say(note)
         source = {f"pretrained_{k}": v for k, v in manifest.get("pretrained", {}).items()}  # where its weights came from

@@ -46,8 +46,9 @@ BUDGETS = {
                   min_epochs=0, val_images=2000, test_images=0, precision="fp32"),
     #: the pilot's schedule at the poster's scale, to confirm a pilot's best schemes (``--set arm=[...]``):
     #: the whole training split, every student the same 20 epochs, all test images
+    #: (new teacher banks in bf16 where the CPU has it, as the earlier seeds' banks were trained)
     "scale": dict(teacher_steps=2500, teacher_eval_images=300, train_subset=0, max_epochs=20, patience=0,
-                  min_epochs=0, val_images=2000, test_images=0, precision="fp32"),
+                  min_epochs=0, val_images=2000, test_images=0, precision="fp32", teacher_precision="auto"),
     "full": dict(teacher_steps=2500, teacher_eval_images=300, train_subset=0, max_epochs=10, patience=2, min_epochs=0,
                  val_images=2000, test_images=0, precision="fp32"),
 }
@@ -93,6 +94,8 @@ def run_space(space: str, dataset: str, budget: dict, args) -> tuple[Path, float
            "--test-images", str(budget["test_images"]), "--teacher-eval-images", str(budget["teacher_eval_images"]),
            "--patience", str(budget["patience"]), "--min-epochs", str(budget.get("min_epochs", 0)),
            "--precision", budget["precision"]]
+    if budget.get("teacher_precision"):
+        cmd += ["--teacher-precision", budget["teacher_precision"]]
     cmd += [f"--set={item}" for item in args.set or []]
     if args.bank_dir:
         cmd += ["--bank-dir", args.bank_dir]

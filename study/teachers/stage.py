@@ -31,7 +31,8 @@ def _task_cpus() -> float | None:
 
 
 def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: int, eval_images: int,
-                device: str, plugins: tuple[str, ...] = (), registrations: tuple[Registration, ...] = ()) -> dict:
+                device: str, plugins: tuple[str, ...] = (), registrations: tuple[Registration, ...] = (),
+                precision: str | None = None) -> dict:
     """The bank's manifest plus ``started`` / ``finished`` (epoch seconds, measured in the task):
     the teacher's MLflow run spans its real training, not the driver's logging. A pretrained
     teacher's bank imports its snapshots instead of training (``bank_for``)."""
@@ -40,7 +41,7 @@ def _build_bank(spec: TeacherSpec, data: ImageData, bank_root: str, max_steps: i
     # as many torch threads as the task's CPUs: more than that oversubscribes the cores other tasks use
     set_cpu_threads(_task_cpus())
     bank = bank_for(bank_root, spec, eval_images)
-    bank.ensure(data, max_steps, device=device, progress=lambda msg: print(msg, flush=True))
+    bank.ensure(data, max_steps, device=device, progress=lambda msg: print(msg, flush=True), precision=precision)
     return {**bank.manifest(), "started": started, "finished": time.time()}
 
 
@@ -48,8 +49,10 @@ def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root
                         eval_images: int, device: str = "auto",
                         cpus_per_teacher: float = 1.0, gpus_per_teacher: int | None = None,
                         progress: Callable[[str], None] = print, plugins: tuple[str, ...] = (),
-                        registrations: tuple[Registration, ...] = ()) -> dict[TeacherSpec, dict]:
-    """Run one Ray task per teacher; returns each bank's manifest.
+                        registrations: tuple[Registration, ...] = (),
+                        precision: str | None = None) -> dict[TeacherSpec, dict]:
+    """Run one Ray task per teacher; returns each bank's manifest. ``precision``: a new bank's (None:
+    ``$LEVELED_KD_PRECISION``, the students'); an existing bank keeps its own.
 
     ``gpus_per_teacher``: None = one GPU when the cluster has GPUs now. An autoscaling cluster
     may have none yet (GPU workers still booting, or min_workers 0): pass 1 to wait for one.
@@ -61,7 +64,7 @@ def build_teacher_banks(specs: Sequence[TeacherSpec], data: ImageData, bank_root
     task = ray.remote(num_cpus=cpus_per_teacher, num_gpus=gpus, max_retries=2)(_build_bank)
     data_ref = ray.put(data)
     pending = {task.remote(spec, data_ref, str(bank_root), max_steps, eval_images, device, tuple(plugins),
-                           tuple(registrations)): spec for spec in specs}
+                           tuple(registrations), precision): spec for spec in specs}
     manifests: dict[TeacherSpec, dict] = {}
     reported = {spec: set(TeacherBank(bank_root, spec).steps()) for spec in specs}
     while pending:
