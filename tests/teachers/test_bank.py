@@ -316,6 +316,19 @@ def test_stage_one_builds_a_bank_and_computes_no_cache(tmp_path, mnist):
     assert all("outputs" not in record for record in bank.manifest()["snapshots"].values())
 
 
+def test_stage_one_trains_a_new_bank_in_the_teacher_precision_not_the_students(tmp_path, mnist, monkeypatch):
+    """``--teacher-precision bf16 --precision fp32``: the stage's tasks see the students' precision in
+    the environment, and the bank must still be started in the teachers' own."""
+    from study.teachers.stage import _build_bank
+
+    monkeypatch.setenv("LEVELED_KD_PRECISION", "fp32")
+    for precision in ("bf16", "fp32"):
+        spec = TeacherSpec("mnist", "tiny_cnn", seed={"bf16": 1, "fp32": 2}[precision])
+        manifest = _build_bank(spec, mnist, str(tmp_path), max_steps=50, eval_images=20, device="cpu",
+                               precision=precision)
+        assert manifest["precision"] == precision
+
+
 @pytest.mark.parametrize("name", ["mixup", "noise", "erase"])
 def test_view_cache_holds_the_teachers_outputs_on_every_view_once(bank, mnist, monkeypatch, name):
     """K outputs per image, each the teacher's on that (image, view) as the trainer builds it; cached
