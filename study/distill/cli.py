@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from losses import all_hyperparams, kd_terms, scale_key
 from models import model_names
 
-from study.train.data import load_dataset, shift_grid, train_val_split
+from study.train.data import load_dataset, train_val_split
 from study.train.datasets import resolve_dataset
 from study.train.model_check import check_model
 from study.train.plugins import import_plugins
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = build_trainer(spec, data, split, outputs, callbacks=[EveryEpoch(on_epoch)], device=args.device)
     tick[0] = time.perf_counter()
     trainer.fit()
-    result = evaluate_split(trainer, data, split, "test", shift_grid())
+    result = evaluate_split(trainer, data, split, "test", data.shifts)
     extra = _families(args.robustness, trainer, data, split)
     report = {
         **spec.params(),

@@ -24,7 +24,7 @@ from study.analysis.transfer import point_ratio
 from study.distill.config import run_spec
 from study.distill.spec import Patience, RunSpec, build_trainer, evaluate_split, split_images
 from study.distill.outputs import teacher_bank
-from study.train.data import ImageData, Split, shift_grid
+from study.train.data import ImageData, Split
 from study.train.trainer import EveryEpoch, Trainer
 
 #: The objective's metric name in a trial's reports.
@@ -65,7 +65,7 @@ def _train_reference(spec: RunSpec, settings: Any, data: ImageData, split: Split
     last: dict[str, float] = {}
 
     def on_epoch(trainer: Trainer) -> None:
-        val = evaluate_split(trainer, data, split, "val", shift_grid(), settings.val_images)
+        val = evaluate_split(trainer, data, split, "val", data.shifts, settings.val_images)
         last.update(score=val.translated_acc, epoch=trainer.epoch)
         if patience.update(val.clean_acc, trainer.epoch) or trainer.epoch >= spec.epochs:
             trainer.should_stop = True

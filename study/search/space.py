@@ -71,7 +71,7 @@ WEAK_FRACTION = 0.1
 SECTIONS = ("description", "sampler", "scheduler", "imports", "dataset", "models", "pretrained", "robustness", "fixed",
             "arms", "params")
 #: The options of a space's ``dataset: {image_folder: ...}``.
-DATASET_OPTIONS = ("image_folder", "name", "resize", "mean", "std", "test_fraction")
+DATASET_OPTIONS = ("image_folder", "name", "resize", "mean", "std", "test_fraction", "shift_magnitudes")
 
 
 class SpaceError(UserError, ValueError):
@@ -587,7 +587,7 @@ def _space_dataset(space: str, raw: Any, base: str | Path | None) -> str | None:
                          f"{', '.join(DATASET_OPTIONS)}")
     folder = Path(str(raw["image_folder"])).expanduser()
     folder = folder if folder.is_absolute() else Path(base or ".") / folder
-    for option in ("resize", "mean", "std"):
+    for option in ("resize", "mean", "std", "shift_magnitudes"):
         value = raw.get(option)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value)):
             raise SpaceError(f"space {space!r}: dataset {option} must be a list of numbers, got {value!r}")
@@ -595,7 +595,8 @@ def _space_dataset(space: str, raw: Any, base: str | Path | None) -> str | None:
     if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))):
         raise SpaceError(f"space {space!r}: dataset test_fraction must be a number in (0, 1), got {fraction!r}")
     return register_image_folder(str(raw.get("name") or folder.resolve().name), folder, raw.get("resize"),
-                                 raw.get("mean"), raw.get("std"), test_fraction=fraction)
+                                 raw.get("mean"), raw.get("std"), test_fraction=fraction,
+                                 shift_magnitudes=raw.get("shift_magnitudes"))
 
 
 def list_spaces() -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from study.train.data import ImageData, shift_grid, train_val_split
+from study.train.data import ImageData, train_val_split
 from study.distill.spec import Patience, build_trainer, evaluate_split, split_images
 from study.cluster.faults import raise_once_if_asked
 from study.train.predictions import save_predictions
@@ -91,7 +91,7 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
     # the subset is the study's (data_seed), the same for every trial; spec.seed drives init and order
     split = train_val_split(data, settings.train_subset, seed=settings.data_seed)
     outputs = teacher_outputs(spec, data, split, settings.bank_root, device=settings.device)  # on split.train
-    shifts = shift_grid()
+    shifts = data.shifts
     patience = Patience(settings.patience, min_epochs=settings.min_epochs)
     objective = TransferObjective(spec, settings, data, split) if settings.objective == "transfer" else None
     clock = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "mark": 0.0}

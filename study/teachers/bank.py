@@ -41,7 +41,7 @@ from filelock import FileLock, Timeout
 from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
 
-from study.train.data import EVAL_SEED, EVAL_SUBSET, ImageData, evaluation_indices, shift_grid, train_val_split
+from study.train.data import EVAL_SEED, EVAL_SUBSET, ImageData, evaluation_indices, train_val_split
 from study.errors import UserError
 from study.train.runtime import default_precision
 from study.train.evaluation import TranslationResult, translation_accuracy
@@ -260,7 +260,7 @@ class TeacherBank:
         """Clean and translated accuracy of a snapshot on its scoring images, in ``precision``."""
         rows = self.scoring_indices(data, images)
         return translation_accuracy(inference_model(model, device, precision), data.test_x[rows], data.test_y[rows],
-                                    shift_grid(), data.fill, device=device)
+                                    data.shifts, data.fill, device=device)
 
     def rescore(self, data: ImageData, device: str = "auto", progress: Callable[[str], None] | None = None) -> None:
         """Score every snapshot again on this version's scoring images (same number of images as
@@ -302,7 +302,7 @@ class TeacherBank:
         loss = LeveledKDLoss(LeveledKDConfig(alpha=1.0, label_smoothing=spec.label_smoothing))
         rows = self.scoring_indices(data)
         eval_x, eval_y = data.test_x[rows], data.test_y[rows]
-        shifts = shift_grid()
+        shifts = data.shifts
         manifest["scoring"] = dict(SCORING)  # ensure() rescored any older snapshots before this
 
         def save_snapshot(trainer: Trainer) -> None:
@@ -358,7 +358,7 @@ class TeacherBank:
                     precision = resolve_precision(self.manifest().get("precision", "fp32"), dev)
                     model = inference_model(self.load(step, data, dev), dev, precision)
                     x, y = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
-                    result = translation_accuracy(model, x[rows], y[rows], shift_grid(), data.fill, device=dev,
+                    result = translation_accuracy(model, x[rows], y[rows], data.shifts, data.fill, device=dev,
                                                   keep_per_image=True)
                     save_predictions(path, {split: result.per_image(rows)})
         return load_predictions(path)[split]

@@ -30,6 +30,9 @@ DATASETS = SHIPPED
 COMPASS = ((0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1))
 #: Default shift magnitudes in pixels: 0 plus these in each compass direction (33 shifts).
 DEFAULT_MAGNITUDES = (2, 4, 6, 8)
+#: Images up to this side (MNIST's 28, CIFAR's 32) are shifted by the poster's pixels; larger ones by
+#: the same fractions of their side (:func:`shift_magnitudes_for`).
+REFERENCE_SIDE = 32
 
 Shift = tuple[int, int]
 
@@ -46,10 +49,18 @@ class ImageData:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: the translation grid's magnitudes in pixels (None: :func:`shift_magnitudes_for` the image size)
+    shift_magnitudes: tuple[int, ...] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def shifts(self) -> list[Shift]:
+        """The translation grid this dataset is scored on: (0, 0) and every magnitude in 8 directions."""
+        _, height, width = self.input_shape
+        return shift_grid(self.shift_magnitudes or shift_magnitudes_for(height, width))
 
     @property
     def fill(self) -> torch.Tensor:
@@ -90,6 +101,7 @@ def load_dataset(name: str, root: str | os.PathLike, download: bool = True) -> I
         test_x=normalize(raw.test_x), test_y=raw.test_y,
         num_classes=len(raw.classes) if raw.classes is not None else top + 1,
         mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+        shift_magnitudes=raw.shift_magnitudes,
     )
 
 
@@ -180,6 +192,16 @@ def train_val_split(data: ImageData, train_subset: int | None = None, seed: int 
 
 
 # ----------------------------------------------------------------------------- translation
+
+def shift_magnitudes_for(height: int, width: int) -> tuple[int, ...]:
+    """The shift magnitudes for images of this size: the poster's 2-8 px up to ``REFERENCE_SIDE``
+    (so MNIST and CIFAR-10 keep the grid every published number used), else the same fractions of
+    the shorter side (224 px: 14, 28, 42, 56), since 8 px of a large photo is no shift at all."""
+    side = min(height, width)
+    if side <= REFERENCE_SIDE:
+        return DEFAULT_MAGNITUDES
+    return tuple(dict.fromkeys(max(1, round(m * side / REFERENCE_SIDE)) for m in DEFAULT_MAGNITUDES))
+
 
 def shift_grid(magnitudes: Sequence[int] = DEFAULT_MAGNITUDES) -> list[Shift]:
     """(0, 0) followed by every magnitude in each of the 8 compass directions."""

@@ -55,7 +55,9 @@ class RawImages:
 
     ``classes`` names the K classes (default: as many as the largest label says); ``mean`` and
     ``std`` (per channel, in [0, 1] pixel units) fix the normalization, e.g. the one a pretrained
-    teacher was trained with (default: the training split's own statistics).
+    teacher was trained with (default: the training split's own statistics). ``shift_magnitudes``
+    (pixels) sets the translation grid (default: 2, 4, 6, 8 px up to 32-px images, scaled with the
+    side beyond).
     """
 
     train_x: Any
@@ -65,6 +67,7 @@ class RawImages:
     classes: Sequence[str] | None = None
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
+    shift_magnitudes: Sequence[int] | None = None
 
 
 Loader = Callable[[Path, bool], "RawImages | tuple"]
@@ -175,7 +178,21 @@ def as_raw(name: str, value: Any) -> RawImages:
                                f"per channel ({train_x.shape[1]}), got {list(given)}")
     return RawImages(train_x, train_y, test_x, test_y, classes,
                      None if value.mean is None else tuple(map(float, value.mean)),
-                     None if value.std is None else tuple(map(float, value.std)))
+                     None if value.std is None else tuple(map(float, value.std)),
+                     _magnitudes(name, value.shift_magnitudes, train_x.shape[2:]))
+
+
+def _magnitudes(name: str, given: Sequence[int] | None, size: Sequence[int]) -> tuple[int, ...] | None:
+    if given is None:
+        return None
+    values = list(given) if isinstance(given, (list, tuple)) else None
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values) \
+            or len(set(values)) != len(values):
+        raise DatasetError(f"dataset {name!r}: shift_magnitudes must be distinct positive pixel counts, got {given!r}")
+    if max(values) >= min(size):
+        raise DatasetError(f"dataset {name!r}: a shift of {max(values)} px moves a {min(size)}-px image out of its "
+                           f"frame; shift_magnitudes must stay below the image side")
+    return tuple(sorted(values))
 
 
 def _tensor(name: str, what: str, value: Any) -> torch.Tensor:
@@ -321,7 +338,8 @@ def _split(labels: torch.Tensor, fraction: float) -> torch.Tensor:
 
 def image_folder_loader(folder: Path, resize: Sequence[int] | None = None, mean: Sequence[float] | None = None,
                         std: Sequence[float] | None = None, name: str | None = None,
-                        test_fraction: float | None = None) -> Loader:
+                        test_fraction: float | None = None,
+                        shift_magnitudes: Sequence[int] | None = None) -> Loader:
     """A loader for ``folder/{train,test}/<class>/<image>``: classes are the training split's folder
     names, sorted; the test split's folders must be among them. With ``test_fraction``, a folder of
     ``<class>/`` folders alone is split, per class and seeded, into training and test images."""
@@ -341,18 +359,19 @@ def image_folder_loader(folder: Path, resize: Sequence[int] | None = None, mean:
             test = _split(y, test_fraction)
             keep = torch.ones(len(y), dtype=torch.bool)
             keep[test] = False
-            return RawImages(x[keep], y[keep], x[test], y[test], classes, mean, std)
+            return RawImages(x[keep], y[keep], x[test], y[test], classes, mean, std, shift_magnitudes)
         classes = _classes(folder / "train", label)
         train_x, train_y = read_image_folder(folder / "train", resize, classes=classes, name=name)
         test_x, test_y = read_image_folder(folder / "test", resize, classes=classes, name=name)
-        return RawImages(train_x, train_y, test_x, test_y, classes, mean, std)
+        return RawImages(train_x, train_y, test_x, test_y, classes, mean, std, shift_magnitudes)
 
     return load
 
 
 def register_image_folder(name: str, folder: str | os.PathLike, resize: Sequence[int] | None = None,
                           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                          description: str = "", test_fraction: float | None = None) -> str:
+                          description: str = "", test_fraction: float | None = None,
+                          shift_magnitudes: Sequence[int] | None = None) -> str:
     """Register ``folder/{train,test}/<class>/<image>`` as dataset ``name`` (no code needed: a space's
     ``dataset: {image_folder: PATH}`` and ``--dataset PATH`` call this). Registering the same folder
     with the same options again is harmless. Returns ``name``."""
@@ -361,8 +380,9 @@ def register_image_folder(name: str, folder: str | os.PathLike, resize: Sequence
         raise DatasetError(f"dataset {name!r}: resize needs [height, width] in pixels, got {list(resize)}")
     if test_fraction is not None and not 0 < test_fraction < 1:
         raise DatasetError(f"dataset {name!r}: test_fraction must be in (0, 1), got {test_fraction}")
-    origin = ("image folder", str(folder), tuple(resize or ()), tuple(mean or ()), tuple(std or ()), test_fraction)
-    loader = image_folder_loader(folder, resize, mean, std, name, test_fraction)
+    origin = ("image folder", str(folder), tuple(resize or ()), tuple(mean or ()), tuple(std or ()), test_fraction,
+              tuple(shift_magnitudes or ()))
+    loader = image_folder_loader(folder, resize, mean, std, name, test_fraction, shift_magnitudes)
     if not isinstance(name, str) or not name or "/" in name:
         raise DatasetError(f"a dataset name must be a non-empty string without '/', got {name!r}")
     _add(DatasetEntry(name, loader, description or f"image folder {folder}", origin=origin))

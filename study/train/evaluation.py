@@ -10,7 +10,8 @@ Robustness metrics (declared here, used everywhere):
 
 - ``translated_acc``: mean accuracy over every non-zero shift (32 on the default grid);
   the primary metric and the search objective (on validation).
-- ``small_shift_acc``: mean over the 2 and 4 px shifts (16), where an MLP is still well
+- ``small_shift_acc``: mean over the 2 and 4 px shifts (16; the two smallest magnitudes of a
+  grid scaled for larger images), where an MLP is still well
   above chance; half of the 32-shift grid (6-8 px) sits near chance for MLPs, where a
   "gain" can be noise around 0.1.
 - ``translated_over_clean``: translated / clean accuracy. A student that merely learned
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from study.train.data import Shift, shift_name, translated_views
-from study.train.predictions import SMALL_SHIFT_MAGNITUDES, PerImage
+from study.train.predictions import PerImage, small_magnitudes
 
 
 @dataclass
@@ -47,7 +48,8 @@ class TranslationResult:
 
     @property
     def small_shift_acc(self) -> float:
-        small = [acc for (dx, dy), acc in self.per_shift.items() if max(abs(dx), abs(dy)) in SMALL_SHIFT_MAGNITUDES]
+        magnitudes = small_magnitudes(list(self.per_shift))
+        small = [acc for (dx, dy), acc in self.per_shift.items() if max(abs(dx), abs(dy)) in magnitudes]
         return sum(small) / len(small) if small else float("nan")
 
     @property

@@ -124,7 +124,8 @@ def _number(value: float) -> str:
 
 TRANSLATION = register_family(Family(
     "translation", "translated_acc", tuple(shift_grid()), (0, 0), _translation_views,
-    shift_name, "shifts of 2-8 px in the 8 compass directions (the study's probe and objective)"))
+    shift_name, "shifts of 2-8 px in the 8 compass directions, scaled with the side of images over 32 px "
+                "(the study's probe and objective; ImageData.shifts)"))
 register_family(Family("rotation", "rotated_acc", (0, -45, -30, -15, 15, 30, 45), 0, _rotation_views,
                        lambda a: f"deg_{_number(a)}", "rotations of 15, 30, 45 degrees either way"))
 register_family(Family("scaling", "scaled_acc", (1.0, 0.75, 0.9, 1.1, 1.25), 1.0, _scaling_views,

@@ -42,13 +42,15 @@ def series_space(**fixed) -> Space:
 
 def test_a_space_imports_its_plugins_and_names_its_dataset_relative_to_its_file(tmp_path, monkeypatch):
     path = write_space(tmp_path, "description: mine\nimports: [lkd_plugin.py]\n"
-                                 "dataset: {image_folder: data/pics, name: pics, resize: [16, 16]}\n"
+                                 "dataset: {image_folder: data/pics, name: pics, resize: [16, 16], "
+                                 "shift_magnitudes: [1, 2, 3]}\n"
                                  "fixed: {student: lkd_small_mlp, teachers: cnn_1}\n")
     monkeypatch.chdir("/")  # relative to the file, not to where the command runs
     space = load_space(str(path))
     assert space.imports == (str(tmp_path / "lkd_plugin.py"),) and space.dataset == "pics"
     assert space.students() == ["lkd_small_mlp"]
     assert datasets.dataset_entry("pics").origin[1] == str(tmp_path / "data" / "pics")
+    assert datasets.dataset_entry("pics").origin[-1] == (1, 2, 3)  # the dataset's own translation grid
     table = registered_table(space)
     assert "lkd_small_mlp" in table and "pics" in table and "imports" in table
 
@@ -58,9 +60,11 @@ def test_a_space_imports_its_plugins_and_names_its_dataset_relative_to_its_file(
     ("dataset: {folder: x}\nfixed: {teachers: cnn_1}\n", "dataset must be a registered name or"),
     ("dataset: {image_folder: x, size: 3}\nfixed: {teachers: cnn_1}\n", r"unknown option\(s\) \['size'\]"),
     ("dataset: {image_folder: x, resize: big}\nfixed: {teachers: cnn_1}\n", "resize must be a list of numbers"),
+    ("dataset: {image_folder: x, shift_magnitudes: 4}\nfixed: {teachers: cnn_1}\n",
+     "shift_magnitudes must be a list of numbers"),
     ("pretrained: [a]\nfixed: {teachers: cnn_1}\n", "pretrained must map each teacher's name"),
     ("fixed: {student: lkd_small_mlp, teachers: cnn_1}\n", "valid students are"),  # not imported: unknown
-], ids=["imports", "dataset", "dataset-option", "resize", "pretrained", "not-imported"])
+], ids=["imports", "dataset", "dataset-option", "resize", "shifts", "pretrained", "not-imported"])
 def test_a_malformed_section_is_one_line(text, message, tmp_path):
     with pytest.raises(SpaceError, match=message):
         load_space(str(write_space(tmp_path, "description: mine\n" + text)))

@@ -204,3 +204,24 @@ def test_a_loader_function_by_module_and_name(tmp_path, monkeypatch):
     assert load_dataset("lkd_data_pkg-load", tmp_path).num_classes == 2
     with pytest.raises(DatasetError, match="module 'lkd_data_pkg' has no function 'lod'"):
         resolve_dataset("lkd_data_pkg:lod")
+
+
+def test_the_shift_grid_scales_with_the_image_side_beyond_32_px_and_can_be_set_per_dataset(tmp_path):
+    from study.train.data import DEFAULT_MAGNITUDES, shift_magnitudes_for
+    from study.train.evaluation import TranslationResult
+
+    assert shift_magnitudes_for(28, 28) == shift_magnitudes_for(32, 32) == DEFAULT_MAGNITUDES == (2, 4, 6, 8)
+    assert shift_magnitudes_for(64, 80) == (4, 8, 12, 16) and shift_magnitudes_for(224, 224) == (14, 28, 42, 56)
+    register_image_folder("big", write_folder(tmp_path / "big", shape=(3, 64, 64)))
+    big = load_dataset("big", tmp_path)
+    assert len(big.shifts) == 33 and {max(abs(dx), abs(dy)) for dx, dy in big.shifts} == {0, 4, 8, 12, 16}
+    # small shifts are the grid's two smallest magnitudes: 4 and 8 px here, as 2 and 4 px are of 32 px
+    result = TranslationResult({s: float(max(abs(s[0]), abs(s[1])) in (4, 8)) for s in big.shifts})
+    assert result.small_shift_acc == 1.0 and result.translated_acc == 0.5
+    register_image_folder("set", write_folder(tmp_path / "set", shape=(3, 64, 64)), shift_magnitudes=[3, 1])
+    assert {max(abs(dx), abs(dy)) for dx, dy in load_dataset("set", tmp_path).shifts} == {0, 1, 3}
+    for bad, message in (([0, 2], "distinct positive"), ([2, 2], "distinct positive"), ([70], "out of its frame")):
+        register_image_folder(f"bad{bad[0]}{len(bad)}", write_folder(tmp_path / f"bad{bad[0]}{len(bad)}",
+                                                                     shape=(3, 64, 64)), shift_magnitudes=bad)
+        with pytest.raises(DatasetError, match=message):
+            load_dataset(f"bad{bad[0]}{len(bad)}", tmp_path)
