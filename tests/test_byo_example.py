@@ -60,3 +60,71 @@ def test_the_example_project_runs_end_to_end(tmp_path):
             "print(type(m.model).__name__, m(torch.zeros(2, 3, 32, 32)).shape)").format(db=out / "mlflow.db")
     loaded = run([sys.executable, "-c", load], tmp_path)
     assert loaded.stdout.split() == ["ShapesMLP", "torch.Size([2,", "4])"]
+
+    # a second study whose teacher is the model the first one registered in MLflow (models:/...@best)
+    second = project / "from_mlflow.yaml"
+    second.write_text(f"""description: a teacher registered by an earlier study
+imports: [shapes_models.py]
+dataset: {{image_folder: data/shapes, name: shapes, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}}
+pretrained:
+  earlier_best: {{model_uri: "models:/leveled-kd-shapes_kd-shapes@best", tracking_uri: "sqlite:///{out / 'mlflow.db'}"}}
+sampler: grid
+scheduler: none
+fixed: {{student: shapes_mlp, teachers: earlier_best, variant: normal_kd, temperature: 4.0, alpha: 0.5}}
+""")
+    out2 = tmp_path / "runs2"
+    result = run_study(sys.executable, "run_study.py", "--space", str(second), "--output-dir", str(out2),
+                       "--max-epochs", "1", "--num-cpus", "2", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out2 / "studies" / "from_mlflow-shapes" / "reports" / "trials.csv")
+    assert len(table) == 2 and set(table["state"]) == {"completed"}  # the one configuration + no KD
+    assert set(table.loc[table["variant"] == "normal_kd", "teachers"]) == {"earlier_best"}
+    manifest = json.loads((out2 / "teachers" / "shapes" / "earlier_best" / "seed-0" / "manifest.json").read_text())
+    (record,) = manifest["snapshots"].values()
+    assert record["source"] == "models:/leveled-kd-shapes_kd-shapes@best" and len(record["sha256"]) == 64
+
+
+CIFAR_EXAMPLE = ROOT / "examples" / "cifar10_resnet18"
+
+
+def write_cifar_like_folder(root, per_class=(6, 3)):
+    """A tiny CIFAR-10-shaped image folder: 10 classes of 32x32 RGB PNGs, each class a colour."""
+    import torch
+    from torchvision.io import encode_png
+
+    g = torch.Generator().manual_seed(0)
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    for split, n in zip(("train", "test"), per_class):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                image = torch.randint(0, 80, (3, 32, 32), dtype=torch.uint8, generator=g)
+                image[c % 3, 8:24, 8:24] += 20 * c + 40
+                (folder / f"{i:04d}.png").write_bytes(encode_png(image).numpy().tobytes())
+
+
+def test_the_cifar10_resnet18_example_runs_end_to_end(tmp_path):
+    """examples/cifar10_resnet18 unchanged: a torchvision ResNet-18 checkpoint (made here by the
+    example's own training script) as a pretrained teacher, the example's own student, and an image
+    folder; KL, feature matching on the ResNet's layer4, and both."""
+    project = tmp_path / "cifar"
+    shutil.copytree(CIFAR_EXAMPLE, project, ignore=shutil.ignore_patterns("data", "checkpoints", "runs", "__pycache__"))
+    write_cifar_like_folder(project / "data" / "cifar10")
+    trained = run([sys.executable, "train_teacher.py", "--steps", "3", "--batch-size", "8"], project)
+    checkpoint = project / "checkpoints" / "resnet18-cifar10.pt"
+    assert "step 3:" in trained.stdout and checkpoint.is_file()
+
+    out = tmp_path / "runs"
+    space = str(project / "resnet18_kd.yaml")
+    result = run_study(sys.executable, "run_study.py", "--space", space, "--output-dir", str(out), "--max-epochs", "1",
+                       "--num-cpus", "2", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "studies" / "resnet18_kd-cifar10_folder" / "reports" / "trials.csv")
+    assert len(table) == 4 and set(table["state"]) == {"completed"}  # 3 variants + no KD
+    kd = table[table["variant"] != "no_kd"]
+    assert set(kd["variant"]) == {"normal_kd", "type_1", "type_2"} and set(kd["teachers"]) == {"my_resnet18"}
+    assert set(table["student"]) == {"bottleneck_mlp"} and kd["teacher_test_translated_acc"].notna().all()
+    manifest = json.loads((out / "teachers" / "cifar10_folder" / "my_resnet18" / "seed-0" / "manifest.json").read_text())
+    assert manifest["pretrained"]["arch"] == "resnet18" and list(manifest["snapshots"]) == ["1"]
+    assert manifest["snapshots"]["1"]["source"] == str(checkpoint) and len(manifest["snapshots"]["1"]["sha256"]) == 64
