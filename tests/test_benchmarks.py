@@ -66,3 +66,32 @@ def test_search_efficiency_tiny_mode_runs_both_arms_against_one_target(tmp_path,
     holder = max(runs.values(), key=lambda run: run["best_val_translated"])
     assert holder["time_to_target_s"] is not None and 0 <= holder["time_to_target_s"] <= holder["search_s"]
     assert report["summary"][holder["arm"]]["reached"] == 1.0
+
+
+def test_scheme_cost_builds_each_arm_as_the_space_does():
+    """benchmarks/scheme_cost.py times the arms' own configurations: the same runs the grid samples."""
+    import optuna
+
+    from benchmarks.scheme_cost import arm_configs
+    from study.distill.config import run_spec
+    from study.search.space import load_space
+
+    configs = arm_configs("transfer", None, 2500)
+    space = load_space("transfer").resolve_steps(2500)
+    assert list(configs) == ["no_kd", *space.arms]
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
+    seen = []
+
+    def objective(trial):
+        constants = space.suggest(trial)
+        config = {**trial.params, **constants}
+        ours = run_spec(configs[config["arm"]], dataset="mnist", epochs=20, train_subset=None)
+        assert ours == run_spec(config, dataset="mnist", epochs=20, train_subset=None), config["arm"]
+        seen.append(config["arm"])
+        return 0.0
+
+    study.optimize(objective, n_trials=space.grid_size(), catch=())
+    assert sorted(seen) == sorted(space.arms)
+    assert not run_spec(configs["no_kd"], dataset="mnist", epochs=20, train_subset=None).uses_teachers
+    with pytest.raises(SystemExit, match="unknown arm"):
+        arm_configs("transfer", ["fm_blur"], 2500)
