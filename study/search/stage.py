@@ -106,13 +106,14 @@ def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
         if result.checkpoint is not None:
             checkpoints[trial_id] = (result.checkpoint, config)
     status = "finished" if finished >= study.planned else "interrupted"
-    _keep_predictions(checkpoints, study.dir / "predictions", tracker, parent_id)
+    runs = tracker.trial_run_ids(parent_id)  # each trial's MLflow run, looked up once
+    _keep_predictions(checkpoints, study.dir / "predictions", tracker, runs)
 
     reports = study.dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     table = trials_table(rows)
     teachers = _evaluate_teachers(table, study, data, settings)
-    table = _with_transfers(table, study.dir, tracker, parent_id)
+    table = _with_transfers(table, study.dir, tracker, runs)
     paths = write_table(table, reports) if not table.empty else []
     best_keys = {_teacher_key(row) for _, row in best_trials(table, study.objective).iterrows()} if not table.empty else set()
     best_teachers = {label: result for label, (key, result) in teachers.items() if key in best_keys}
@@ -137,7 +138,7 @@ def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
         paths.append(reports / "arms.md")
     for path in paths:
         tracker.log_artifact(parent_id, path, "reports")
-    _log_best_models(table, checkpoints, tracker, parent_id, data, settings, reports, args.keep_best, result_summary,
+    _log_best_models(table, checkpoints, tracker, runs, data, settings, reports, args.keep_best, result_summary,
                      study.objective)
     tracker.log_metrics(parent_id, {k: v for k, v in result_summary.items() if k.startswith("gain_")}, step=0)
     tracker.log_metrics(parent_id, {f"transfer_{m}": t["estimate"] for m, t in result_summary.get("transfer", {}).items()
@@ -190,7 +191,7 @@ def _evaluate_teachers(table: pd.DataFrame, study, data, settings: StudySettings
     return out
 
 
-def _with_transfers(table: pd.DataFrame, study_dir: Path, tracker: Tracker, parent_id: str) -> pd.DataFrame:
+def _with_transfers(table: pd.DataFrame, study_dir: Path, tracker: Tracker, runs: dict[str, str]) -> pd.DataFrame:
     """``table`` with each KD trial's teacher accuracies and transfer ratios on its test images
     (:func:`study.analysis.transfer.trial_transfers`), which also go to the trial's MLflow run."""
     from study.analysis.transfer import trial_transfers
@@ -199,13 +200,13 @@ def _with_transfers(table: pd.DataFrame, study_dir: Path, tracker: Tracker, pare
     if transfers.empty:
         return table
     for record in transfers.to_dict("records"):
-        run_id = tracker.find_run(**{"leveled_kd.trial_id": str(record["trial_id"]), "mlflow.parentRunId": parent_id})
+        run_id = runs.get(str(record["trial_id"]))
         if run_id:
             tracker.log_metrics(run_id, {k: v for k, v in record.items() if k != "trial_id" and v == v}, step=0)
     return table.merge(transfers, on="trial_id", how="left")
 
 
-def _keep_predictions(checkpoints: dict, folder: Path, tracker: Tracker, parent_id: str) -> None:
+def _keep_predictions(checkpoints: dict, folder: Path, tracker: Tracker, runs: dict[str, str]) -> None:
     """Copy each finished trial's per-image predictions (in its final checkpoint) to
     ``<study>/predictions/<trial_id>.npz`` and log them on the trial's MLflow run: the input
     of every paired comparison (:mod:`study.analysis.findings`). Idempotent, so a resumed study re-copies safely."""
@@ -221,12 +222,12 @@ def _keep_predictions(checkpoints: dict, folder: Path, tracker: Tracker, parent_
                 continue  # pruned: its last checkpoint is not a final evaluation
             target = folder / f"{trial_id}.npz"
             shutil.copyfile(source, target)
-        run_id = tracker.find_run(**{"leveled_kd.trial_id": str(trial_id), "mlflow.parentRunId": parent_id})
+        run_id = runs.get(str(trial_id))
         if run_id:
             tracker.log_artifact(run_id, target, "predictions")
 
 
-def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data, settings, reports: Path,
+def _log_best_models(table, checkpoints, tracker: Tracker, runs: dict[str, str], data, settings, reports: Path,
                      keep: int, result_summary: dict[str, Any], metric: str = "val_translated_acc") -> None:
     """The best ``keep`` trials' students as MLflow PyTorch models on their own runs; the best one registered.
 
@@ -252,7 +253,7 @@ def _log_best_models(table, checkpoints, tracker: Tracker, parent_id: str, data,
             model = load_student(ckpt, config, data, settings)
         torch.save(model.state_dict(), folder / "student.pt")
         (folder / "config.json").write_text(json.dumps(trial_params(config), indent=2, default=str))
-        run_id = tracker.find_run(**{"leveled_kd.trial_id": trial_id, "mlflow.parentRunId": parent_id})
+        run_id = runs.get(trial_id)
         if not run_id:
             continue
         scores = {k: float(row[k]) for k in ("val_clean_acc", "val_translated_acc", "test_clean_acc",

@@ -23,6 +23,8 @@ from study.errors import UserError
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "leveled_kd.kind"
+#: The tag that ties a trial's MLflow run to its Tune trial id.
+TRIAL_TAG = "leveled_kd.trial_id"
 MAX_BATCH = 900  # MLflow's log_batch limit is 1000 entities
 #: Opens the experiment in the MLflow UI's model-training view (runs table, charts), not the GenAI one.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -221,6 +223,12 @@ class Tracker:
         run_id, _ = self.get_or_create_run(name, {KIND_TAG: "trial", "leveled_kd.trial_id": trial_id},
                                            params, parent_id)
         return run_id
+
+    def trial_run_ids(self, parent_id: str) -> dict[str, str]:
+        """``{trial id: run id}`` of every trial run under ``parent_id``: one query for a whole
+        study's finishing steps, instead of one search per trial and step."""
+        return {run.data.tags[TRIAL_TAG]: run.info.run_id for run in self.child_runs(parent_id, "trial")
+                if TRIAL_TAG in run.data.tags}
 
     def child_runs(self, parent_id: str, kind: str | None = None) -> list:
         query = f"tags.`{PARENT_TAG}` = '{parent_id}'" + (f" and tags.`{KIND_TAG}` = '{kind}'" if kind else "")

@@ -78,7 +78,9 @@ def logged(trained, mnist, tmp_path_factory):
     settings = StudySettings(dataset="mnist", epochs=1, train_subset=300)
     reports = tmp_path_factory.mktemp("reports")
     for _ in range(2):
-        _log_best_models(table, {"t1": (checkpoint, CONFIG)}, tracker, parent, mnist, settings, reports, keep=3,
+        runs = tracker.trial_run_ids(parent)
+        assert runs == {"t1": run_id}
+        _log_best_models(table, {"t1": (checkpoint, CONFIG)}, tracker, runs, mnist, settings, reports, keep=3,
                          result_summary=summary(table))
     return SimpleNamespace(client=MlflowClient(uri), uri=uri, run_id=run_id, acc=acc, reports=reports,
                            experiment_id=tracker.experiment_id)
