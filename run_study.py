@@ -44,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "KD terms; repeatable (a space's imports: does the same)")
     what.add_argument("--robustness", default="translation", metavar="FAMILY[,FAMILY]",
                       help="robustness families to report on the test images (translation, rotation, scaling, noise, "
-                           "or a plug-in's); translation stays the objective")
-    what.add_argument("--objective", choices=("translated", "transfer"), default="translated",
-                      help="what the search maximizes on validation: translated accuracy, or the transfer ratio "
-                           "(student - no KD) / (teacher - no KD) against a no-KD reference student of each seed")
+                           "or a plug-in's); translation stays the objective unless --objective names a family")
+    what.add_argument("--objective", default="translated", metavar="{translated,transfer,FAMILY}",
+                      help="what the search maximizes on validation: translated accuracy, the transfer ratio "
+                           "(student - no KD) / (teacher - no KD) against a no-KD reference student of each seed, "
+                           "or another robustness family's accuracy (rotation, scaling, noise, or a plug-in's: "
+                           "scored on the validation images every epoch, and on the test images at the end)")
     what.add_argument("--multi-objective", action="store_true",
                       help="optimize validation clean and translated accuracy together (Pareto front)")
     budget = p.add_argument_group("budget (defaults finish in about 7 minutes on a 2-core CPU)")

@@ -80,14 +80,19 @@ class Study:
         self.planned = self.search_trials + len(self.baselines)
         self.train_subset = args.train_subset or None
         self.use_asha = self.space.scheduler == "asha" and not args.no_asha
-        from study.search.tuning import OBJECTIVES
+        from study.search.tuning import OBJECTIVES, objective_metric
 
         #: the validation metric the search maximizes (``--objective``)
-        self.objective = OBJECTIVES[getattr(args, "objective", "translated")]
+        asked_objective = getattr(args, "objective", "translated")
+        self.objective = objective_metric(asked_objective)
         if self.objective != OBJECTIVES["translated"] and args.multi_objective:
-            raise InputError("--objective transfer and --multi-objective do not combine: pick one")
-        if self.objective != OBJECTIVES["translated"] and not self.baselines:
+            raise InputError(f"--objective {asked_objective} and --multi-objective do not combine: pick one")
+        if self.objective == OBJECTIVES["transfer"] and not self.baselines:
             raise InputError("--objective transfer measures students against a no-KD reference: drop --no-baseline")
+        #: a family the study is scored on (--objective rotation): validated every epoch, and reported on test
+        self.objective_family = asked_objective if asked_objective not in OBJECTIVES else None
+        if self.objective_family:
+            self.robustness = tuple(dict.fromkeys([*self.robustness, get_family(self.objective_family).name]))
 
     def tags(self) -> dict[str, str]:
         """MLflow tags on every run of this study (see :func:`study.tracking.runs.study_tags`)."""

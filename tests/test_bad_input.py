@@ -150,6 +150,8 @@ STUDY_CASES = [
                                         "--dry-run"], "nope.py does not exist"),
     ("robustness-unknown", lambda t: ["--robustness", "rotation,blur", "--dry-run"],
      "unknown robustness family 'blur'; valid: translation, rotation, scaling, noise"),
+    ("objective-unknown-family", lambda t: ["--objective", "blur", "--dry-run"],
+     "unknown robustness family 'blur'; valid: translation, rotation, scaling, noise"),
     ("pretrained-no-arch", lambda t: ["--space", _space(t, "pretrained: {mine: {checkpoint: t.pt}}\n"
                                                          "fixed: {teachers: mine}\n"), "--dry-run"], "needs arch:"),
     ("pretrained-checkpoint-missing", lambda t: ["--space", _space(t, "pretrained: {mine: {arch: tiny_cnn, checkpoint: "

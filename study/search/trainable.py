@@ -59,7 +59,8 @@ class StudySettings:
     #: where the teacher banks are (``--bank-dir``, ``$LEVELED_KD_BANK`` or OUTPUT_DIR/teachers, resolved
     #: by the driver): trials read and, on first use, compute their teacher-output caches there
     bank_root: str = "runs/teachers"
-    #: ``--objective``: ``translated`` (validation translated accuracy) or ``transfer`` (its transfer
+    #: ``--objective``: ``translated`` (validation translated accuracy), a robustness family's name
+    #: (its accuracy on the validation images), or ``transfer`` (its transfer
     #: ratio against the teacher and a no-KD reference student: :mod:`study.search.reference`)
     objective: str = "translated"
     #: the study's no-KD baseline configurations (the references of the transfer objective) and where
@@ -107,6 +108,8 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
                                    **val.metrics("val_")}
         if objective is not None:
             metrics.update(objective.metrics(val.translated_acc))
+        if settings.objective not in ("translated", "transfer"):  # a robustness family is the objective
+            metrics.update(_family_metrics(trainer, data, split, "val", (settings.objective,), settings.val_images))
         with tempfile.TemporaryDirectory() as folder:
             if final:
                 trainer.should_stop = True
@@ -142,18 +145,24 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
 
 def _families(trainer: Trainer, data: ImageData, split, settings: StudySettings) -> dict[str, float]:
     """The test metrics of every robustness family the study asked for besides translation."""
-    if not settings.robustness:
+    return _family_metrics(trainer, data, split, "test", settings.robustness, settings.test_images)
+
+
+def _family_metrics(trainer: Trainer, data: ImageData, split, which: str, families: tuple[str, ...],
+                    max_images: int | None) -> dict[str, float]:
+    """``<which>_<metric>`` and per-point metrics of each robustness family, on the split's evaluation images."""
+    if not families:
         return {}
     from study.train.robustness import family_accuracy, get_family
     from study.train.trainer import inference_model
 
-    rows = split_images(data, split, "test", settings.test_images)
+    rows = split_images(data, split, which, max_images)
+    x, y = (data.train_x, data.train_y) if which == "val" else (data.test_x, data.test_y)
     model = inference_model(trainer.model, trainer.device, trainer.precision)
     metrics: dict[str, float] = {}
-    for name in settings.robustness:
-        result = family_accuracy(model, data.test_x[rows], data.test_y[rows], get_family(name), data.mean, data.std,
-                                 device=trainer.device)
-        metrics.update(result.metrics("test_"))
+    for name in families:
+        result = family_accuracy(model, x[rows], y[rows], get_family(name), data.mean, data.std, device=trainer.device)
+        metrics.update(result.metrics(f"{which}_"))
     return metrics
 
 

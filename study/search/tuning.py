@@ -37,6 +37,16 @@ MULTI_OBJECTIVE = ["val_clean_acc", "val_translated_acc"]
 OBJECTIVES = {"translated": OBJECTIVE, "transfer": "val_transfer_translated"}
 
 
+def objective_metric(name: str) -> str:
+    """The validation metric ``--objective NAME`` maximizes: ``translated``, ``transfer``, or a
+    robustness family's (``rotation`` -> ``val_rotated_acc``); an unknown name is one line."""
+    if name in OBJECTIVES:
+        return OBJECTIVES[name]
+    from study.train.robustness import get_family
+
+    return f"val_{get_family(name).metric}"
+
+
 def trial_state(trial: Trial, max_epochs: int, ended: bool | None = None) -> str:
     """completed / pruned / failed, or Tune's status (running, pending...) for a live trial.
 

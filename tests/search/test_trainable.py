@@ -64,3 +64,23 @@ def test_a_trial_without_teachers_touches_no_bank(fake_tune, tmp_path, mnist):
     missing = TeacherBank(tmp_path / "nowhere", TeacherSpec("mnist", "tiny_cnn"))
     train_student({"teachers": "none", "alpha": 1.0}, mnist, settings(missing))
     assert fake_tune.reports[-1]["final"] == 1 and not (tmp_path / "nowhere").exists()
+
+
+def test_a_family_objective_is_scored_on_validation_every_epoch_and_on_test_at_the_end(fake_tune, tmp_path, mnist):
+    """``--objective rotation``: the study is scored on another robustness family, whose validation
+    metric (the searcher's) is in every epoch's report, beside translation's, which stays reported."""
+    from study.search.tuning import objective_metric
+    from study.train.robustness import RobustnessError
+
+    assert objective_metric("rotation") == "val_rotated_acc" and objective_metric("transfer") == "val_transfer_translated"
+    with pytest.raises(RobustnessError, match="unknown robustness family 'blur'"):
+        objective_metric("blur")
+    missing = TeacherBank(tmp_path / "nowhere", TeacherSpec("mnist", "tiny_cnn"))
+    study = StudySettings(**{**settings(missing).__dict__, "epochs": 2, "objective": "rotation",
+                             "robustness": ("rotation",)})
+    train_student({"teachers": "none", "alpha": 1.0}, mnist, study)
+    assert len(fake_tune.reports) == 2
+    for report in fake_tune.reports:
+        assert 0.0 <= report["val_rotated_acc"] <= 1.0 and "val_acc_rotation/deg_45" in report
+        assert "val_translated_acc" in report
+    assert "test_rotated_acc" in fake_tune.reports[-1] and "test_rotated_acc" not in fake_tune.reports[0]
