@@ -65,3 +65,18 @@ def format_table(rows: Iterable[dict], columns: Sequence[Column], sep: str = "  
 def print_table(rows: Iterable[dict], columns: Sequence[Column], sep: str = "  ") -> None:
     """Print :func:`format_table` of ``rows``."""
     print(format_table(rows, columns, sep))
+
+
+def alternate_epochs(trainers: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of one student epoch of each trainer, for ``rounds`` rounds: the trainers take turns,
+    an epoch each, so a load that drifts (other jobs on the machine) hits all of them alike."""
+    import time
+
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            trainer.config.max_steps = trainer.step + trainer.steps_per_epoch
+            started = time.perf_counter()
+            trainer.fit()
+            times[name].append(time.perf_counter() - started)
+    return times

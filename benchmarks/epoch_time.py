@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import mnist_with_teacher_outputs, student_benchmark_parser
+from benchmarks.common import alternate_epochs, mnist_with_teacher_outputs, student_benchmark_parser
 from losses import LeveledKDConfig
 from study.distill.spec import RunSpec, TeacherRef, build_trainer
 from study.train.runtime import PRECISION_ENV
@@ -50,13 +49,7 @@ def main() -> None:
     trainers = {name: build_trainer(spec, data, split, outs, device=args.device) for name, (spec, outs) in runs.items()}
     for trainer in trainers.values():
         trainer.config.step_mode = args.step_mode
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(args.rounds):
-        for name, trainer in trainers.items():
-            trainer.config.max_steps = trainer.step + trainer.steps_per_epoch
-            started = time.perf_counter()
-            trainer.fit()
-            times[name].append(time.perf_counter() - started)
+    times = alternate_epochs(trainers, args.rounds)
     base = statistics.median(times["no KD"])
     device = next(iter(trainers.values())).device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"

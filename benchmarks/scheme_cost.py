@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from benchmarks.common import ROOT, print_table, write_result
+from benchmarks.common import ROOT, alternate_epochs, print_table, write_result
 from study.distill.config import run_spec
 from study.distill.outputs import teacher_outputs
 from study.distill.spec import build_trainer
@@ -78,13 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         outputs = teacher_outputs(spec, data, split, args.bank_dir, device="cpu")
         cache_s[name] = time.perf_counter() - started
         trainers[name] = build_trainer(spec, data, split, outputs, device="cpu", precision=args.precision)
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(args.rounds):
-        for name, trainer in trainers.items():
-            trainer.config.max_steps = trainer.step + trainer.steps_per_epoch
-            started = time.perf_counter()
-            trainer.fit()
-            times[name].append(time.perf_counter() - started)
+    times = alternate_epochs(trainers, args.rounds)
     median = {name: statistics.median(values) for name, values in times.items()}
     rows = [{"arm": name, "epoch_s": round(median[name], 3),
              "vs_kd": round(median[name] / median["kd"], 3) if "kd" in median else None,
