@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+import logging
+
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -184,6 +186,15 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+class _GridExhausted(logging.Filter):
+    """Drops Ray's warning that Optuna's ``Study.stop`` was "invoked outside an objective function":
+    Optuna's GridSampler stops the study when its last point is told, which is the end of a grid
+    space's search and nothing for a user to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Study.stop" not in record.getMessage()
+
+
 def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url: str, study_name: str,
                   baselines: list[dict[str, Any]], max_epochs: int, objective: str = OBJECTIVE) -> WithBaselines:
     import optuna
@@ -191,6 +202,9 @@ def make_searcher(space: Space, *, seed: int, multi_objective: bool, storage_url
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if space.sampler == "grid":
         sampler = optuna.samplers.GridSampler(space.grid(), seed=seed)
+        ray_optuna = logging.getLogger("ray.tune.search.optuna.optuna_search")
+        if not any(isinstance(f, _GridExhausted) for f in ray_optuna.filters):
+            ray_optuna.addFilter(_GridExhausted())
     elif space.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
