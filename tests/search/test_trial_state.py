@@ -62,3 +62,23 @@ def test_optuna_records_pruned_trials_as_pruned_with_their_learning_curve():
 ])
 def test_browse_hint_fits_the_tracking_uri(uri, hint):
     assert browse_hint(uri) == hint
+
+
+def test_a_grid_searcher_silences_only_rays_grid_exhausted_warning(tmp_path, caplog):
+    """Optuna's GridSampler stops its study when the last point is told; Ray logs that as a warning
+    a user cannot act on. A grid searcher drops that one message and no other."""
+    import logging
+
+    from study.search.space import load_space
+    from study.search.tuning import make_searcher
+
+    space = load_space("kd_types").resolve_steps(2500)
+    for _ in range(2):  # a second study in the same process adds no second filter
+        make_searcher(space, seed=0, multi_objective=False, storage_url=f"sqlite:///{tmp_path / 'o.db'}",
+                      study_name=f"s{_}", baselines=[], max_epochs=1)
+    logger = logging.getLogger("ray.tune.search.optuna.optuna_search")
+    assert len([f for f in logger.filters if type(f).__name__ == "_GridExhausted"]) == 1
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("`Study.stop` is supposed to be invoked inside an objective function or a callback.")
+        logger.warning("a NaN was reported")
+    assert [r.getMessage() for r in caplog.records] == ["a NaN was reported"]
