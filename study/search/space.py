@@ -239,7 +239,10 @@ class Space:
             key = key.strip()
             if not sep or not key:
                 raise SpaceError(f"--set expects key=value, got {item!r}")
-            if key == "arm" and self.arms:
+            if key == "arm":
+                if not self.arms:
+                    raise SpaceError(f"--set arm: space {self.name!r} has no arms (spaces with arms: a controlled "
+                                     f"experiment's, e.g. transfer, inductive_bias)")
                 kept_arms = self._kept_arms(text)
                 continue
             if key not in keys:

@@ -327,3 +327,5 @@ def test_set_arm_keeps_only_the_named_arms_and_refuses_unknown_ones():
     assert list(load_space("transfer").with_overrides(["arm=kd"]).arms) == ["kd"]
     with pytest.raises(SpaceError, match="unknown arm.*fm_jacobian.*arms of transfer: kd, kd_soft"):
         load_space("transfer").with_overrides(["arm=[kd,fm_jacobian]"])
+    with pytest.raises(SpaceError, match="space 'leveled_kd' has no arms"):
+        load_space("leveled_kd").with_overrides(["arm=kd"])
