@@ -106,6 +106,11 @@ class LeveledKDConfig:
         return bool(self.active_terms)
 
     @property
+    def uses_jvp(self) -> bool:
+        """True when a term in use reads directional derivatives (the run draws input directions)."""
+        return any(kd_term(n).needs_jvp for n in self.active_terms)
+
+    @property
     def variant(self) -> str:
         """The study's name for this point: no_kd, normal_kd, type_1, type_2, or the active
         terms joined by '+' in registry order (``dkd``, ``fm+dist``) for the other methods."""
@@ -134,10 +139,14 @@ class LeveledKDLoss(nn.Module):
     def forward(self, student_out: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor,
                 teacher_logits: Sequence[torch.Tensor] = (),
                 teacher_features: Sequence[torch.Tensor] = (),
-                soft_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                soft_targets: torch.Tensor | None = None, student_jvp: torch.Tensor | None = None,
+                teacher_jvp: Sequence[torch.Tensor] = ()) -> dict[str, torch.Tensor]:
         """``soft_targets`` (class probabilities [N, C], e.g. mixup's ``lam * y_i + (1 - lam) * y_j``)
         replace ``targets`` in the CE term, which is linear in them: mixup's CE is then exactly
-        ``lam * CE(y_i) + (1 - lam) * CE(y_j)``. Terms that read labels (DKD) still get ``targets``."""
+        ``lam * CE(y_i) + (1 - lam) * CE(y_j)``. Terms that read labels (DKD) still get ``targets``;
+        terms that read directional derivatives (Jacobian matching) get ``student_jvp`` (the student's
+        derivative of its logits along each sample's direction, [N, C]) and ``teacher_jvp`` (each
+        teacher's, cached)."""
         cfg = self.config
         logits, features = student_out
         ce = cross_entropy(logits.float(), targets if soft_targets is None else soft_targets, cfg.label_smoothing)
@@ -145,6 +154,8 @@ class LeveledKDLoss(nn.Module):
         kd_sum = None
         for name, term in self.terms.items():
             extra = {"targets": targets} if term.needs_targets else {}
+            if term.needs_jvp:
+                extra.update(student_jvp=student_jvp, teacher_jvp=teacher_jvp)
             parts[name] = term(logits, features, teacher_logits, teacher_features, **extra)
             scaled = cfg.scales[name] * parts[name]
             kd_sum = scaled if kd_sum is None else kd_sum + scaled

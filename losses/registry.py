@@ -24,7 +24,9 @@ from typing import ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-NEEDS = ("logits", "features")
+#: What a term may read from the teacher: its cached logits, its cached features, or its cached
+#: directional derivatives along fixed input directions (``jvp``; the Jacobian term).
+NEEDS = ("logits", "features", "jvp")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class KDTerm(nn.Module):
     default_scale: ClassVar[float] = 0.0
     #: True for terms that also read the ground-truth labels (DKD): they get ``targets=`` as a keyword
     needs_targets: ClassVar[bool] = False
+    #: True for terms that read directional derivatives (``student_jvp=``, ``teacher_jvp=`` keywords):
+    #: a run with such a term draws fixed input directions and caches the teacher's derivatives along them
+    needs_jvp: ClassVar[bool] = False
 
     def __init__(self, hparams: Mapping[str, float], student_dim: int, teacher_dims: Sequence[int],
                  weights: Sequence[float]) -> None:

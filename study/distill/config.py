@@ -313,9 +313,27 @@ def run_spec(config: dict[str, Any], *, dataset: str, epochs: int, train_subset:
     for arch, weight in zip(archs, weights):
         step = _teacher_step(run, arch)
         refs.append(TeacherRef(arch, step, weight, run.teacher_seed, trajectory_steps(run.trajectory, step)))
-    return RunSpec(dataset=dataset, student=run.student, teachers=tuple(refs), loss=loss_config(run),
+    spec = RunSpec(dataset=dataset, student=run.student, teachers=tuple(refs), loss=loss_config(run),
                    teacher_label_smoothing=run.teacher_label_smoothing, epochs=epochs, seed=run.seed,
                    train_subset=train_subset, views=view_set(run), lr_schedule=run.lr_schedule)
+    _check_jacobian(spec)
+    return spec
+
+
+def _check_jacobian(spec: RunSpec) -> None:
+    """Jacobian matching reads the teacher's derivatives on the training images themselves, cached per
+    snapshot: it combines with neither views nor a trajectory, and its K and seed are whole numbers."""
+    if not spec.loss_config.uses_jvp:
+        return
+    for key in ("jacobian_k", "jacobian_seed"):
+        if not float(spec.loss.hparams[key]).is_integer():
+            raise ConfigError(f"{key}={spec.loss.hparams[key]:g} must be a whole number")
+    if spec.views is not None:
+        raise ConfigError("s_jacobian > 0 does not combine with views (the teacher's derivatives are cached on the "
+                          "training images, not on views): set views=none or s_jacobian=0")
+    if any(ref.trajectory for ref in spec.teachers):
+        raise ConfigError("s_jacobian > 0 does not combine with a trajectory (its derivatives are cached for one "
+                          "snapshot): set trajectory=none or s_jacobian=0")
 
 
 def trajectory_steps(trajectory: Any, step: int) -> tuple[int, ...]:

@@ -32,14 +32,19 @@ def teacher_outputs(spec: RunSpec, data: ImageData, split: Split, bank_root: str
     ``bank_root`` (computed there on first use); empty when the run uses no teacher. With
     ``spec.views``, on each image's ``K`` views (``[N, K, ...]``, a cache per view set); a teacher
     with a trajectory: stacked over the snapshots the run's epochs use (``[N, U, ...]``, a cache each).
-    Memory: ``U x K`` times a plain cache per teacher."""
+    Memory: ``U x K`` times a plain cache per teacher. With Jacobian matching (``spec.directions``),
+    each entry also holds the teacher's derivatives along the run's directions ([N, K, classes])."""
     if not spec.uses_teachers:
         return []
-    outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    outputs: list[tuple[torch.Tensor, ...]] = []
+    directions = spec.directions
     for ref in spec.teachers:
         bank = teacher_bank(spec, ref.arch, ref.seed, bank_root)
         if not ref.trajectory:
-            outputs.append(bank.outputs(ref.step, data, split.train, device=device, views=spec.views))
+            plain = bank.outputs(ref.step, data, split.train, device=device, views=spec.views)
+            if directions is not None:
+                plain = (*plain, bank.directional(ref.step, data, split.train, directions, device=device))
+            outputs.append(plain)
             continue
         # trajectory: one cache per snapshot the run's epochs use, stacked in trajectory order
         per_step = [bank.outputs(step, data, split.train, device=device, views=spec.views)

@@ -21,6 +21,7 @@ from losses import LeveledKDConfig, LeveledKDLoss
 from models import build_model
 
 from study.train.data import ImageData, Shift, Split, evaluation_indices
+from study.train.directions import INDEX_KEY, DirectionBatches, DirectionSet
 from study.train.evaluation import TranslationResult, translation_accuracy
 from study.train.trainer import Callback, TrainConfig, Trainer, inference_model, seed_everything
 from study.train.transforms import BatchTransform, FollowTrajectory, compose, linear_schedule
@@ -92,6 +93,14 @@ class RunSpec:
     def uses_teachers(self) -> bool:
         return bool(self.teachers) and self.loss_config.uses_teacher
 
+    @property
+    def directions(self) -> DirectionSet | None:
+        """The fixed input directions of Jacobian matching (``s_jacobian > 0``), else None: the
+        teachers' derivatives along them are cached, the student's come with its forward pass."""
+        if not (self.uses_teachers and self.loss_config.uses_jvp):
+            return None
+        return DirectionSet(int(self.loss.hparams["jacobian_k"]), int(self.loss.hparams["jacobian_seed"]))
+
     def params(self) -> dict[str, object]:
         """Flat, loggable description (one MLflow param per entry): every KD term's effective
         scale and the hyperparameters of the terms in use."""
@@ -115,7 +124,9 @@ class RunSpec:
         return flat
 
 
-TeacherOutputs = Sequence[tuple[torch.Tensor, torch.Tensor]]
+#: Each teacher's cached (logits, features) on the student's training images, and with Jacobian
+#: matching its derivatives along the run's directions as a third entry ([N, K, classes]).
+TeacherOutputs = Sequence[tuple[torch.Tensor, ...]]
 
 
 def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs: TeacherOutputs = (),
@@ -136,11 +147,11 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
     teacher_dims: list[int] = []
     weights = None
     if spec.uses_teachers:
-        if any(len(logits) != len(idx) for logits, _ in teacher_outputs):
+        if any(len(entry[0]) != len(idx) for entry in teacher_outputs):
             raise ValueError("teacher outputs must cover exactly the student's training images")
-        tensors["teacher_logits"] = [logits for logits, _ in teacher_outputs]
-        tensors["teacher_features"] = [features for _, features in teacher_outputs]
-        teacher_dims = [features.shape[-1] for _, features in teacher_outputs]
+        tensors["teacher_logits"] = [entry[0] for entry in teacher_outputs]
+        tensors["teacher_features"] = [entry[1] for entry in teacher_outputs]
+        teacher_dims = [entry[1].shape[-1] for entry in teacher_outputs]
         weights = [t.weight for t in spec.teachers]
     transforms: list[BatchTransform] = []
     if spec.uses_teachers and any(t.trajectory for t in spec.teachers):  # first: [n, U, (K,) ...] -> [n, (K,) ...]
@@ -151,6 +162,15 @@ def build_trainer(spec: RunSpec, data: ImageData, split: Split, teacher_outputs:
                 raise ValueError(f"teacher {ref.arch}: outputs must be stacked over the snapshots "
                                  f"{ref.snapshots_used(spec.epochs)}")
         transforms.append(FollowTrajectory(positions))
+    directions = spec.directions
+    if directions is not None:
+        if any(len(entry) < 3 or entry[2].shape[:2] != (len(idx), directions.k) for entry in teacher_outputs):
+            raise ValueError(f"Jacobian matching needs each teacher's derivatives along the {directions.k} "
+                             f"directions of every training image ([N, K, classes])")
+        index, bank = directions.draw(len(idx), data.input_shape)
+        tensors[INDEX_KEY] = index
+        tensors["teacher_jvp"] = [entry[2] for entry in teacher_outputs]
+        transforms.append(DirectionBatches(directions, bank))
     if spec.views is not None:
         views = ViewBatches(spec.views, spec.views.draw(len(idx), data.input_shape), tensors["x"], tensors["y"],
                             data.fill, data.num_classes)

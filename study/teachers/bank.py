@@ -47,6 +47,7 @@ from study.train.runtime import default_precision
 from study.train.evaluation import TranslationResult, translation_accuracy
 from study.train.predictions import PerImage, load_predictions, save_predictions
 from study.train.trainer import AtSteps, TrainConfig, Trainer, inference_model, resolve_precision, seed_everything, select_device
+from study.train.directions import DirectionSet
 from study.train.views import ViewSet
 
 #: Test images each snapshot is scored on (a seeded, stratified sample of the test set, the same
@@ -400,6 +401,57 @@ class TeacherBank:
                 cached = self._cached_outputs(step, indices, views) or self._compute_outputs(
                     step, data, indices, device, batch_size, precision, views)
         return cached["logits"], cached["features"]
+
+    def directional(self, step: int, data: ImageData, indices: torch.Tensor | None, directions: DirectionSet,
+                    device: str = "auto", batch_size: int = 256) -> torch.Tensor:
+        """The snapshot's derivatives of its logits along each training image's ``K`` fixed directions
+        (Jacobian matching), [N, K, classes], in the order of ``directions.draw(N, ...)``: computed
+        once with forward-mode AD in fp32 (exact: a derivative in bf16 would be mostly rounding),
+        cached beside the snapshot under the bank's lock, hash-checked. Costs ``K`` forward-mode
+        teacher passes (about 2-3 forward passes each) and ``K x [N, classes]`` floats."""
+        path = self.dir / f"step-{step:06d}.outputs-{self._indices_tag(indices)}-{directions.tag}.pt"
+        tag = f"{self._indices_tag(indices)}-{directions.tag}"
+
+        def cached() -> torch.Tensor | None:
+            record = self.record(step)
+            expected = record.get("outputs", {}).get(tag)
+            if path.is_file() and expected:
+                stored = self._checked_load(path, expected)
+                if stored.get("snapshot_sha256") == record["sha256"] and stored.get("directions") == \
+                        directions.describe():
+                    return stored["jvp"]
+            return None
+
+        found = cached()
+        if found is not None:
+            return found
+        with self._lock():
+            found = cached()
+            if found is not None:
+                return found
+            images = data.train_x if indices is None else data.train_x[indices]
+            dev = select_device(device)
+            model = self.load(step, data, dev).eval()
+            index, bank = directions.draw(len(images), tuple(images.shape[1:]))
+            bank = bank.to(dev)
+
+            def logits_of(x: torch.Tensor) -> torch.Tensor:
+                return model(x)[0]
+
+            parts = []
+            with torch.no_grad():
+                for start in range(0, len(images), batch_size):
+                    x = images[start:start + batch_size].to(dev)
+                    per_k = [torch.func.jvp(logits_of, (x,), (bank[index[start:start + batch_size, k].to(dev)],))[1]
+                             for k in range(directions.k)]
+                    parts.append(torch.stack(per_k, dim=1).float().cpu())
+            stored = {"format": CACHE_FORMAT, "jvp": torch.cat(parts), "snapshot_sha256": self.record(step)["sha256"],
+                      "precision": "fp32", "directions": directions.describe()}
+            digest = _atomic_save(stored, path)
+            manifest = self.manifest()
+            manifest["snapshots"][str(step)].setdefault("outputs", {})[tag] = digest
+            self._write_manifest(manifest)
+            return stored["jvp"]
 
     def _cached_outputs(self, step: int, indices: torch.Tensor | None, views: ViewSet | None = None) -> dict | None:
         """The cache of ``step`` on ``indices`` (and ``views``) if it exists, matches the manifest's

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from losses import LeveledKDLoss
+from models import ModelOutput
 
 from study.train.cuda_graphs import GraphedStep, Tensors
 from study.train.data import Shift
@@ -268,7 +269,7 @@ class Trainer:
 
     def train_step(self, batch: Tensors) -> dict[str, torch.Tensor]:
         """One optimizer step on ``batch``; returns the loss parts (detached)."""
-        if self.uses_graphs and len(batch["x"]) == self.config.batch_size:
+        if self.uses_graphs and len(batch["x"]) == self.config.batch_size and "direction" not in batch:
             if self._graph_step is None:
                 self._graph_step = GraphedStep(self)
             parts = self._graph_step(batch)
@@ -280,11 +281,25 @@ class Trainer:
         return parts
 
     def eager_step(self, batch: Tensors) -> dict[str, torch.Tensor]:
-        """Forward, backward and AdamW update, without advancing :attr:`step`."""
+        """Forward, backward and AdamW update, without advancing :attr:`step`.
+
+        With ``batch["direction"]`` (Jacobian matching, study/train/directions.py), the forward pass
+        carries each sample's direction as a forward-mode tangent: one pass gives the logits and their
+        derivative along the direction, with the same dropout mask, and both are differentiable."""
+        jvp: dict[str, torch.Tensor] = {}
         with autocast_context(self.device, self.precision):
-            output = self.model(batch["x"])
+            if "direction" in batch:
+                import torch.autograd.forward_ad as fwAD
+
+                with fwAD.dual_level():
+                    dual = self.model(fwAD.make_dual(batch["x"], batch["direction"]))
+                    logits, jvp["student_jvp"] = fwAD.unpack_dual(dual[0])
+                    output = ModelOutput(logits, fwAD.unpack_dual(dual[1]).primal)
+                jvp["teacher_jvp"] = batch["teacher_jvp"]
+            else:
+                output = self.model(batch["x"])
         parts = self.loss(output, batch["y"], batch.get("teacher_logits", ()), batch.get("teacher_features", ()),
-                          soft_targets=batch.get("y_soft"))
+                          soft_targets=batch.get("y_soft"), **jvp)
         self.optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         self.optimizer.step()

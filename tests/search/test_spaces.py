@@ -235,9 +235,9 @@ def test_transfer_spaces_resolve_every_arm_and_sample_into_runs():
 
     space = load_space("transfer").resolve_steps(2500)
     assert set(space.arms) == {"kd", "kd_soft", "fm_mixup", "aug_mixup", "fm_noise", "aug_noise", "fm_erase",
-                               "aug_erase", "trajectory", "kd_cosine", "mlp_teacher_mixup", "kd_maxpool",
+                               "aug_erase", "trajectory", "kd_cosine", "jacobian", "mlp_teacher_mixup", "kd_maxpool",
                                "fm_mixup_maxpool"}
-    assert space.grid_size() == 13 and space.teacher_archs() == ["cnn_1", "cnn_1_maxpool", "mlp_1"]
+    assert space.grid_size() == 14 and space.teacher_archs() == ["cnn_1", "cnn_1_maxpool", "mlp_1"]
     specs = {}
     study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
 
@@ -264,6 +264,7 @@ def test_transfer_spaces_resolve_every_arm_and_sample_into_runs():
                                                           1500, 2000, 2500)
     assert all(s.teachers[0].trajectory == () for a, s in specs.items() if a != "trajectory" and s.teachers)
     assert specs["kd_cosine"].lr_schedule == "cosine" and specs["kd"].lr_schedule == "constant"
+    assert specs["jacobian"].directions is not None and specs["kd"].directions is None
 
     search = load_space("transfer_search").resolve_steps(25000)
     assert search.fixed["teacher_step"] == 2500 and search.sampler == "tpe" and search.scheduler == "none"
@@ -284,7 +285,7 @@ def test_transfer_dry_run_plans_every_arm_at_the_budget_it_needs():
     assert default.returncode == 0, default.stderr  # at --teacher-steps 500 the 2500 arms drop out: the 3 controls + the baseline
     assert "planned_trials          4" in default.stdout
     full = run_study("--space", "transfer", "--dry-run", "--teacher-steps", "2500")
-    assert full.returncode == 0 and "planned_trials          14" in full.stdout  # 13 arms + the no-KD baseline
+    assert full.returncode == 0 and "planned_trials          15" in full.stdout  # 14 arms + the no-KD baseline
     assert "mnist/mlp_1/seed-0" in full.stdout
 
 
