@@ -278,9 +278,10 @@ def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     study = tmp_path / "studies" / "transfer-mnist"
     table = pd.read_csv(study / "reports" / "trials.csv")
-    assert len(table) == 14 and set(table["state"]) == {"completed"}  # 13 arms + the no-KD baseline
+    assert len(table) == 15 and set(table["state"]) == {"completed"}  # 14 arms + the no-KD baseline
     arms = table.dropna(subset=["arm"]).set_index("arm")
-    assert len(arms) == 13
+    assert len(arms) == 14
+    assert arms.loc["jacobian", "loss_jacobian"] > 0 and arms.loc["jacobian", "variant"] == "kl+jacobian"
     for arm in ("fm_mixup", "fm_noise", "fm_erase", "mlp_teacher_mixup"):
         assert arms.loc[arm, "loss_kl"] > 0 and arms.loc[arm, "views"] == arm.split("_")[-1] and arms.loc[arm, "alpha"] == 0
     for arm in ("aug_mixup", "aug_noise", "aug_erase"):
@@ -294,6 +295,7 @@ def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_
     for view in ("mixup", "noise", "erase"):
         assert len(list(cnn.glob(f"step-000100.outputs-*-{ViewSet.create(view).tag}.pt"))) == 1, view
     assert list(cnn.glob("step-000050.outputs-*.pt"))  # the trajectory's first snapshot
+    assert len(list(cnn.glob("step-000100.outputs-*-jvp*.pt"))) == 1  # the teacher's derivatives (jacobian)
     mlp = bank_dir / "mnist" / "mlp_1" / "seed-0"
     assert list(mlp.glob(f"step-000100.outputs-*-{ViewSet.create('mixup').tag}.pt"))
     assert arms.loc["kd_maxpool", "teachers"] == "cnn_1_maxpool" and arms.loc["fm_mixup_maxpool", "views"] == "mixup"
