@@ -278,11 +278,11 @@ def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     study = tmp_path / "studies" / "transfer-mnist"
     table = pd.read_csv(study / "reports" / "trials.csv")
-    assert len(table) == 15 and set(table["state"]) == {"completed"}  # 14 arms + the no-KD baseline
+    assert len(table) == 16 and set(table["state"]) == {"completed"}  # 15 arms + the no-KD baseline
     arms = table.dropna(subset=["arm"]).set_index("arm")
-    assert len(arms) == 14
+    assert len(arms) == 15
     assert arms.loc["jacobian", "loss_jacobian"] > 0 and arms.loc["jacobian", "variant"] == "kl+jacobian"
-    for arm in ("fm_mixup", "fm_noise", "fm_erase", "mlp_teacher_mixup"):
+    for arm in ("fm_mixup", "fm_noise", "fm_erase", "mlp_teacher_mixup", "mlp_teacher_erase"):
         assert arms.loc[arm, "loss_kl"] > 0 and arms.loc[arm, "views"] == arm.split("_")[-1] and arms.loc[arm, "alpha"] == 0
     for arm in ("aug_mixup", "aug_noise", "aug_erase"):
         assert arms.loc[arm, "loss_kl"] == 0 and arms.loc[arm, "views"] == arm.split("_")[-1]
@@ -298,6 +298,7 @@ def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_
     assert len(list(cnn.glob("step-000100.outputs-*-jvp*.pt"))) == 1  # the teacher's derivatives (jacobian)
     mlp = bank_dir / "mnist" / "mlp_1" / "seed-0"
     assert list(mlp.glob(f"step-000100.outputs-*-{ViewSet.create('mixup').tag}.pt"))
+    assert list(mlp.glob(f"step-000100.outputs-*-{ViewSet.create('erase').tag}.pt"))
     assert arms.loc["kd_maxpool", "teachers"] == "cnn_1_maxpool" and arms.loc["fm_mixup_maxpool", "views"] == "mixup"
     report = (study / "reports" / "arms.md").read_text()
     assert all(f"| {arm} |" in report or f"| **{arm}** (chosen on val) |" in report for arm in arms.index)
