@@ -377,9 +377,11 @@ class TeacherBank:
         tag = cls._indices_tag(indices)
         return tag if views is None else f"{tag}-{views.tag}"
 
-    def outputs_path(self, step: int, indices: torch.Tensor | None = None, views: ViewSet | None = None) -> Path:
-        tag = self._cache_tag(indices, views)
+    def _cache_path(self, step: int, tag: str) -> Path:
         return self.dir / (f"step-{step:06d}.outputs.pt" if tag == "all" else f"step-{step:06d}.outputs-{tag}.pt")
+
+    def outputs_path(self, step: int, indices: torch.Tensor | None = None, views: ViewSet | None = None) -> Path:
+        return self._cache_path(step, self._cache_tag(indices, views))
 
     def outputs(self, step: int, data: ImageData, indices: torch.Tensor | None = None, device: str = "auto",
                 batch_size: int = 512, precision: str | None = None,
@@ -395,11 +397,8 @@ class TeacherBank:
         in the order of ``views.draw(N, ...)``: ``K`` times the size of the plain cache and ``K``
         teacher passes to compute, once per (snapshot, view set, indices).
         """
-        cached = self._cached_outputs(step, indices, views)
-        if cached is None:
-            with self._lock():  # one process computes a cache; the others wait and read it
-                cached = self._cached_outputs(step, indices, views) or self._compute_outputs(
-                    step, data, indices, device, batch_size, precision, views)
+        cached = self._cache(step, self._cache_tag(indices, views), {"views": views.describe() if views else None},
+                             lambda: self._compute_outputs(step, data, indices, device, batch_size, precision, views))
         return cached["logits"], cached["features"]
 
     def directional(self, step: int, data: ImageData, indices: torch.Tensor | None, directions: DirectionSet,
@@ -409,69 +408,42 @@ class TeacherBank:
         once with forward-mode AD in fp32 (exact: a derivative in bf16 would be mostly rounding),
         cached beside the snapshot under the bank's lock, hash-checked. Costs ``K`` forward-mode
         teacher passes (about 2-3 forward passes each) and ``K x [N, classes]`` floats."""
-        path = self.dir / f"step-{step:06d}.outputs-{self._indices_tag(indices)}-{directions.tag}.pt"
         tag = f"{self._indices_tag(indices)}-{directions.tag}"
+        cached = self._cache(step, tag, {"directions": directions.describe()},
+                             lambda: self._compute_directional(step, data, indices, directions, device, batch_size))
+        return cached["jvp"]
 
-        def cached() -> torch.Tensor | None:
-            record = self.record(step)
-            expected = record.get("outputs", {}).get(tag)
-            if path.is_file() and expected:
-                stored = self._checked_load(path, expected)
-                if stored.get("snapshot_sha256") == record["sha256"] and stored.get("directions") == \
-                        directions.describe():
-                    return stored["jvp"]
-            return None
+    def _cache(self, step: int, tag: str, identity: dict, compute: Callable[[], dict]) -> dict:
+        """The snapshot's cache ``tag``: read if it exists, matches the manifest's hash, the snapshot, the
+        current cache format and ``identity`` (what defines it: a view set, a direction set); else
+        computed once under the bank's lock (the other processes wait and read it), saved and recorded."""
+        cached = self._read_cache(step, tag, identity)
+        if cached is None:
+            with self._lock():
+                cached = self._read_cache(step, tag, identity)
+                if cached is None:
+                    cached = {"format": CACHE_FORMAT, "snapshot_sha256": self.record(step)["sha256"], **identity,
+                              **compute()}
+                    digest = _atomic_save(cached, self._cache_path(step, tag))
+                    manifest = self.manifest()
+                    manifest["snapshots"][str(step)].setdefault("outputs", {})[tag] = digest
+                    self._write_manifest(manifest)
+        return cached
 
-        found = cached()
-        if found is not None:
-            return found
-        with self._lock():
-            found = cached()
-            if found is not None:
-                return found
-            images = data.train_x if indices is None else data.train_x[indices]
-            dev = select_device(device)
-            model = self.load(step, data, dev).eval()
-            index, bank = directions.draw(len(images), tuple(images.shape[1:]))
-            bank = bank.to(dev)
-
-            def logits_of(x: torch.Tensor) -> torch.Tensor:
-                return model(x)[0]
-
-            parts = []
-            with torch.no_grad():
-                for start in range(0, len(images), batch_size):
-                    x = images[start:start + batch_size].to(dev)
-                    per_k = [torch.func.jvp(logits_of, (x,), (bank[index[start:start + batch_size, k].to(dev)],))[1]
-                             for k in range(directions.k)]
-                    parts.append(torch.stack(per_k, dim=1).float().cpu())
-            stored = {"format": CACHE_FORMAT, "jvp": torch.cat(parts), "snapshot_sha256": self.record(step)["sha256"],
-                      "precision": "fp32", "directions": directions.describe()}
-            digest = _atomic_save(stored, path)
-            manifest = self.manifest()
-            manifest["snapshots"][str(step)].setdefault("outputs", {})[tag] = digest
-            self._write_manifest(manifest)
-            return stored["jvp"]
-
-    def _cached_outputs(self, step: int, indices: torch.Tensor | None, views: ViewSet | None = None) -> dict | None:
-        """The cache of ``step`` on ``indices`` (and ``views``) if it exists, matches the manifest's
-        hash, the snapshot, the view set and the current cache format; else None (to be computed)."""
+    def _read_cache(self, step: int, tag: str, identity: dict) -> dict | None:
         record = self.record(step)
-        path = self.outputs_path(step, indices, views)
-        expected = record.get("outputs", {}).get(self._cache_tag(indices, views))
+        path = self._cache_path(step, tag)
+        expected = record.get("outputs", {}).get(tag)
         if path.is_file() and expected:
             cached = self._checked_load(path, expected)
             if cached.get("snapshot_sha256") == record["sha256"] and cached.get("format") == CACHE_FORMAT and \
-                    cached.get("views") == (views.describe() if views else None):
+                    all(cached.get(key) == value for key, value in identity.items()):
                 return cached
         return None
 
     def _compute_outputs(self, step: int, data: ImageData, indices: torch.Tensor | None, device: str,
                          batch_size: int, precision: str | None = None, views: ViewSet | None = None) -> dict:
-        """Run the snapshot once (``K`` times with views) and cache its outputs; the caller holds the bank's lock."""
-        record = self.record(step)
-        tag = self._cache_tag(indices, views)
-        path = self.outputs_path(step, indices, views)
+        """Run the snapshot once (``K`` times with views): its logits, features and the precision it ran in."""
         images = data.train_x if indices is None else data.train_x[indices]
         dev = select_device(device)
         precision = resolve_precision(precision or self.manifest().get("precision", "fp32"), dev)
@@ -496,15 +468,28 @@ class TeacherBank:
                     per_view.append(model(views.build(x, per, shared, source, fill)))
                 logits.append(torch.stack([o.logits.float().cpu() for o in per_view], dim=1))
                 features.append(torch.stack([o.features.float().cpu() for o in per_view], dim=1))
-        cached = {"format": CACHE_FORMAT, "logits": torch.cat(logits), "features": torch.cat(features),
-                  "snapshot_sha256": record["sha256"], "precision": precision,
-                  "views": views.describe() if views else None}
-        digest = _atomic_save(cached, path)
-        manifest = self.manifest()
-        manifest["snapshots"][str(step)].setdefault("outputs", {})[tag] = digest
-        self._write_manifest(manifest)
-        return cached
+        return {"logits": torch.cat(logits), "features": torch.cat(features), "precision": precision}
 
+    def _compute_directional(self, step: int, data: ImageData, indices: torch.Tensor | None,
+                             directions: DirectionSet, device: str, batch_size: int) -> dict:
+        """The snapshot's logits' derivatives along each image's directions (forward-mode AD, fp32)."""
+        images = data.train_x if indices is None else data.train_x[indices]
+        dev = select_device(device)
+        model = self.load(step, data, dev).eval()
+        index, bank = directions.draw(len(images), tuple(images.shape[1:]))
+        bank = bank.to(dev)
+
+        def logits_of(x: torch.Tensor) -> torch.Tensor:
+            return model(x)[0]
+
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = images[start:start + batch_size].to(dev)
+                per_k = [torch.func.jvp(logits_of, (x,), (bank[index[start:start + batch_size, k].to(dev)],))[1]
+                         for k in range(directions.k)]
+                parts.append(torch.stack(per_k, dim=1).float().cpu())
+        return {"jvp": torch.cat(parts), "precision": "fp32"}
 
 def _upgrade_manifest(manifest: dict, path: Path) -> dict:
     """``manifest`` in the current format, or :class:`SnapshotError` if it cannot be read safely.
