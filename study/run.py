@@ -89,10 +89,8 @@ class Study:
             raise InputError(f"--objective {asked_objective} and --multi-objective do not combine: pick one")
         if self.objective == OBJECTIVES["transfer"] and not self.baselines:
             raise InputError("--objective transfer measures students against a no-KD reference: drop --no-baseline")
-        #: a family the study is scored on (--objective rotation): validated every epoch, and reported on test
-        self.objective_family = asked_objective if asked_objective not in OBJECTIVES else None
-        if self.objective_family:
-            self.robustness = tuple(dict.fromkeys([*self.robustness, get_family(self.objective_family).name]))
+        if asked_objective not in OBJECTIVES:  # a family the study is scored on: reported on test too
+            self.robustness = tuple(dict.fromkeys([*self.robustness, get_family(asked_objective).name]))
 
     def tags(self) -> dict[str, str]:
         """MLflow tags on every run of this study (see :func:`study.tracking.runs.study_tags`)."""
