@@ -40,13 +40,16 @@ def arm_configs(space_name: str, arms: list[str] | None, teacher_steps: int) -> 
     if unknown:
         raise SystemExit(f"scheme_cost: unknown arm(s) {', '.join(unknown)}; arms of {space_name}: "
                          f"{', '.join(space.arms)}")
+    from optuna.trial import FixedTrial
+
+    # each arm through the searcher's own define-by-run function, every other searched key at its first choice
+    first = {name: param.values()[0] for name, param in space.params.items()}
     configs = {"no_kd": space.baseline_config(0)}
     for name in names:
         if name != "no_kd":
-            arm = {**space.fixed, **space.arms[name]}
-            configs[name] = {**{k: v for k, v in arm.items() if k != "teacher_step"},
-                             **{f"step_{a}": arm["teacher_step"] for a in str(arm.get("teachers", "none")).split("+")
-                                if a != "none"}}
+            trial = FixedTrial({**first, "arm": name})
+            constants = space.suggest(trial)
+            configs[name] = {**trial.params, **constants}
     return configs
 
 
