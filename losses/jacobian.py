@@ -47,7 +47,6 @@ class JacobianTerm(KDTerm):
     summary = ("Jacobian matching: the student's directional derivatives of its logits along fixed random "
                "input directions match the teacher's (relative squared error)")
     needs = frozenset({"jvp"})
-    needs_jvp = True
     hyperparams = (JACOBIAN_K, JACOBIAN_SEED)
 
     def forward(self, student_logits: torch.Tensor, student_features: torch.Tensor,

@@ -108,7 +108,7 @@ class LeveledKDConfig:
     @property
     def uses_jvp(self) -> bool:
         """True when a term in use reads directional derivatives (the run draws input directions)."""
-        return any(kd_term(n).needs_jvp for n in self.active_terms)
+        return any("jvp" in kd_term(n).needs for n in self.active_terms)
 
     @property
     def variant(self) -> str:
@@ -154,7 +154,7 @@ class LeveledKDLoss(nn.Module):
         kd_sum = None
         for name, term in self.terms.items():
             extra = {"targets": targets} if term.needs_targets else {}
-            if term.needs_jvp:
+            if "jvp" in term.needs:
                 extra.update(student_jvp=student_jvp, teacher_jvp=teacher_jvp)
             parts[name] = term(logits, features, teacher_logits, teacher_features, **extra)
             scaled = cfg.scales[name] * parts[name]

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 #: What a term may read from the teacher: its cached logits, its cached features, or its cached
-#: directional derivatives along fixed input directions (``jvp``; the Jacobian term).
+#: directional derivatives along fixed input directions (``jvp``; the Jacobian term, which then gets
+#: ``student_jvp=`` and ``teacher_jvp=`` keywords, and a run with it draws fixed input directions).
 NEEDS = ("logits", "features", "jvp")
 
 
@@ -81,9 +82,6 @@ class KDTerm(nn.Module):
     default_scale: ClassVar[float] = 0.0
     #: True for terms that also read the ground-truth labels (DKD): they get ``targets=`` as a keyword
     needs_targets: ClassVar[bool] = False
-    #: True for terms that read directional derivatives (``student_jvp=``, ``teacher_jvp=`` keywords):
-    #: a run with such a term draws fixed input directions and caches the teacher's derivatives along them
-    needs_jvp: ClassVar[bool] = False
 
     def __init__(self, hparams: Mapping[str, float], student_dim: int, teacher_dims: Sequence[int],
                  weights: Sequence[float]) -> None:
