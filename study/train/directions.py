@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from losses.jacobian import JACOBIAN_K
+
 from study.train.cuda_graphs import Tensors
 
 #: Random directions the per-(image, k) indices point into: enough that images rarely share one,
@@ -41,8 +43,8 @@ class DirectionSet:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= 64:
-            raise ValueError(f"jacobian_k must be in [1, 64], got {self.k}")
+        if not JACOBIAN_K.contains(self.k):
+            raise ValueError(f"jacobian_k must be in {JACOBIAN_K.bounds_text}, got {self.k}")
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "random", "k": self.k, "seed": self.seed, "bank": DIRECTION_BANK}
