@@ -416,10 +416,14 @@ class Space:
                           for step in self.arch_steps.get(arch, self._general_steps()))
         pairs = set()
         for arm in self.arms.values():
-            teachers = str(arm.get("teachers", self.fixed.get("teachers", "none")))
-            for a in ([] if teachers == "none" else teachers.split("+")):
+            for a in self._arm_teachers(arm):
                 pairs.add((a, arm.get(f"step_{a}", arm.get("teacher_step", self.fixed.get("teacher_step")))))
         return sorted(pairs)
+
+    def _arm_teachers(self, arm: dict) -> list[str]:
+        """The teacher architectures an arm distils from (its own, else the space's fixed ones); [] for none."""
+        teachers = str(arm.get("teachers", self.fixed.get("teachers", "none")))
+        return [] if teachers == "none" else teachers.split("+")
 
     # -- Optuna ---------------------------------------------------------------------------
     def suggest(self, trial: Any) -> dict[str, Any]:
@@ -474,8 +478,7 @@ class Space:
         if not self.arms or "teacher_seed" not in self.params:
             return {}
         seeds = self.teacher_seeds()
-        teacherless = {name for name, arm in self.arms.items()
-                       if str(arm.get("teachers", self.fixed.get("teachers", "none"))) == "none"}
+        teacherless = {name for name, arm in self.arms.items() if not self._arm_teachers(arm)}
         if not teacherless or len(seeds) < 2:
             return {}
         cells: dict[str, tuple[str, int]] = {}
