@@ -32,6 +32,12 @@ class InputError(UserError, ValueError):
     """A command-line value is invalid (out of range, inconsistent with another flag, ...)."""
 
 
+class SpaceError(UserError, ValueError):
+    """A space file (any of its sections, the user's own parts included), a ``--set`` override or a
+    range is invalid; the message says which and why. Here, not in :mod:`study.search.space`, so the
+    module that reads a space's plug-in sections raises it too, without importing the space module."""
+
+
 def check_device(preference: str) -> None:
     """Fail up front, in one line, for a ``--device`` this machine cannot provide.
 

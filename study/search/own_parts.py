@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from study.errors import UserError
+from study.errors import SpaceError
 from study.teachers.pretrained import PretrainedTeacher, parse_pretrained, register_pretrained
 from study.train.datasets import register_image_folder, resolve_dataset
 from study.train.plugins import ModelEntry, import_plugins, parse_model_entry, resolve_plugins
@@ -21,10 +21,6 @@ from study.train.robustness import get_family
 
 #: The options of a space's ``dataset: {image_folder: ...}``.
 DATASET_OPTIONS = ("image_folder", "name", "resize", "mean", "std", "test_fraction", "shift_magnitudes")
-
-
-class OwnPartsError(UserError, ValueError):
-    """A section that brings the user's parts is malformed; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -47,24 +43,24 @@ def bring_own_parts(name: str, raw: dict, base: str | Path | None) -> OwnParts:
     if isinstance(imports, str):
         imports = [imports]
     if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
-        raise OwnPartsError(f"space {name!r}: imports must be a list of .py files or module names")
+        raise SpaceError(f"space {name!r}: imports must be a list of .py files or module names")
     imports = resolve_plugins(imports, base)
     import_plugins(imports)
     dataset = space_dataset(name, raw.get("dataset"), base)
     models = raw.get("models") or {}
     if not isinstance(models, dict):
-        raise OwnPartsError(f"space {name!r}: models must map each model's name to its model: spec")
+        raise SpaceError(f"space {name!r}: models must map each model's name to its model: spec")
     entries = tuple(parse_model_entry(str(k), v) for k, v in models.items())
     for entry in entries:
         entry.register()
     families = raw.get("robustness") or []
     families = [families] if isinstance(families, str) else families
     if not isinstance(families, list):
-        raise OwnPartsError(f"space {name!r}: robustness must be a list of family names, e.g. [rotation, noise]")
+        raise SpaceError(f"space {name!r}: robustness must be a list of family names, e.g. [rotation, noise]")
     families = tuple(dict.fromkeys(get_family(str(f)).name for f in families if str(f) != "translation"))
     pretrained = raw.get("pretrained") or {}
     if not isinstance(pretrained, dict):
-        raise OwnPartsError(f"space {name!r}: pretrained must map each teacher's name to its source")
+        raise SpaceError(f"space {name!r}: pretrained must map each teacher's name to its source")
     teachers = tuple(register_pretrained(parse_pretrained(str(k), v, base)) for k, v in pretrained.items())
     return OwnParts(tuple(imports), dataset, entries, families, teachers)
 
@@ -80,20 +76,20 @@ def space_dataset(space: str, raw: Any, base: str | Path | None) -> str | None:
         else:
             return resolve_dataset(raw)  # a registered name, torchvision:CLASS, module:function; else one line
     if not isinstance(raw, dict) or "image_folder" not in raw:
-        raise OwnPartsError(f"space {space!r}: dataset must be a registered name or {{image_folder: PATH, name: NAME}}")
+        raise SpaceError(f"space {space!r}: dataset must be a registered name or {{image_folder: PATH, name: NAME}}")
     unknown = sorted(set(raw) - set(DATASET_OPTIONS))
     if unknown:
-        raise OwnPartsError(f"space {space!r}: dataset has unknown option(s) {unknown}; valid: "
+        raise SpaceError(f"space {space!r}: dataset has unknown option(s) {unknown}; valid: "
                          f"{', '.join(DATASET_OPTIONS)}")
     folder = Path(str(raw["image_folder"])).expanduser()
     folder = folder if folder.is_absolute() else Path(base or ".") / folder
     for option in ("resize", "mean", "std", "shift_magnitudes"):
         value = raw.get(option)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value)):
-            raise OwnPartsError(f"space {space!r}: dataset {option} must be a list of numbers, got {value!r}")
+            raise SpaceError(f"space {space!r}: dataset {option} must be a list of numbers, got {value!r}")
     fraction = raw.get("test_fraction")
     if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))):
-        raise OwnPartsError(f"space {space!r}: dataset test_fraction must be a number in (0, 1), got {fraction!r}")
+        raise SpaceError(f"space {space!r}: dataset test_fraction must be a number in (0, 1), got {fraction!r}")
     return register_image_folder(str(raw.get("name") or folder.resolve().name), folder, raw.get("resize"),
                                  raw.get("mean"), raw.get("std"), test_fraction=fraction,
                                  shift_magnitudes=raw.get("shift_magnitudes"))

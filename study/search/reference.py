@@ -29,6 +29,10 @@ from study.train.trainer import EveryEpoch, Trainer
 
 #: The objective's metric name in a trial's reports.
 METRIC = "val_transfer_translated"
+#: ``--objective``'s own names and the validation metric each maximizes; any other name is a robustness
+#: family's (``rotation`` -> ``val_rotated_acc``). Here, beside the transfer metric, because the trainable
+#: (a worker) and the driver's tuner (:mod:`study.search.tuning`) both read it.
+OBJECTIVES = {"translated": "val_translated_acc", "transfer": METRIC}
 
 
 def reference_config(student: str, seed: int, baselines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -50,9 +50,9 @@ from typing import Any, Iterable
 import yaml
 
 from study.distill.config import ConfigError, check_value, describe_keys
-from study.errors import UserError
+from study.errors import SpaceError  # noqa: F401  (re-exported: callers import it from here)
 from study.teachers.bank import TeacherSpec, snapshot_steps
-from study.search.own_parts import OwnPartsError, bring_own_parts, registered_table  # noqa: F401  (re-exported)
+from study.search.own_parts import bring_own_parts, registered_table  # noqa: F401  (re-exported)
 from study.teachers.pretrained import PretrainedTeacher, pretrained_teacher
 from study.train.plugins import ModelEntry
 
@@ -69,10 +69,6 @@ WEAK_FRACTION = 0.1
 #: The sections a space file may have.
 SECTIONS = ("description", "sampler", "scheduler", "imports", "dataset", "models", "pretrained", "robustness", "fixed",
             "arms", "params")
-
-
-class SpaceError(UserError, ValueError):
-    """A space file, a ``--set`` override or a range is invalid; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +159,7 @@ class Space:
         if unknown:
             raise SpaceError(f"space {name!r} has unknown section(s) {sorted(unknown)}; "
                              f"valid: {', '.join(SECTIONS)}")
-        try:
-            own = bring_own_parts(name, raw, base)
-        except OwnPartsError as error:
-            raise SpaceError(str(error)) from None
+        own = bring_own_parts(name, raw, base)
         arms = raw.get("arms") or {}
         if not isinstance(arms, dict) or not all(isinstance(v, dict) and v for v in arms.values()):
             raise SpaceError(f"space {name!r}: arms must map each arm's name to a mapping of fixed values")

@@ -30,7 +30,7 @@ from study.cluster.faults import raise_once_if_asked
 from study.train.predictions import save_predictions
 from study.distill.config import run_spec
 from study.distill.outputs import teacher_outputs
-from study.search.reference import TransferObjective
+from study.search.reference import OBJECTIVES, TransferObjective
 from study.train.trainer import EveryEpoch, Trainer
 from study.train.plugins import prepare_worker
 
@@ -108,7 +108,7 @@ def train_student(config: dict[str, Any], data: ImageData, settings: StudySettin
                                    **val.metrics("val_")}
         if objective is not None:
             metrics.update(objective.metrics(val.translated_acc))
-        if settings.objective not in ("translated", "transfer"):  # a robustness family is the objective
+        if settings.objective not in OBJECTIVES:  # a robustness family is the objective
             metrics.update(_family_metrics(trainer, data, split, "val", (settings.objective,), settings.val_images))
         with tempfile.TemporaryDirectory() as folder:
             if final:

@@ -29,14 +29,14 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from study.search import trial_state as states
+from study.search.reference import OBJECTIVES
 from study.search.space import Space
 from study.tracking.runs import Tracker, sqlite_store_lock
 
-OBJECTIVE = "val_translated_acc"
-MULTI_OBJECTIVE = ["val_clean_acc", "val_translated_acc"]
 #: ``--objective``: what a study maximizes on validation. ``transfer`` is the transfer ratio of the
 #: trial's student against its teacher and the no-KD reference of its seed (:mod:`study.search.reference`).
-OBJECTIVES = {"translated": OBJECTIVE, "transfer": "val_transfer_translated"}
+OBJECTIVE = OBJECTIVES["translated"]
+MULTI_OBJECTIVE = ["val_clean_acc", OBJECTIVE]
 
 
 def objective_metric(name: str) -> str:
