@@ -278,9 +278,9 @@ def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     study = tmp_path / "studies" / "transfer-mnist"
     table = pd.read_csv(study / "reports" / "trials.csv")
-    assert len(table) == 16 and set(table["state"]) == {"completed"}  # 15 arms + the no-KD baseline
+    assert len(table) == 18 and set(table["state"]) == {"completed"}  # 17 arms + the no-KD baseline
     arms = table.dropna(subset=["arm"]).set_index("arm")
-    assert len(arms) == 15
+    assert len(arms) == 17
     assert arms.loc["jacobian", "loss_jacobian"] > 0 and arms.loc["jacobian", "variant"] == "kl+jacobian"
     for arm in ("fm_mixup", "fm_noise", "fm_erase", "mlp_teacher_mixup", "mlp_teacher_erase"):
         assert arms.loc[arm, "loss_kl"] > 0 and arms.loc[arm, "views"] == arm.split("_")[-1] and arms.loc[arm, "alpha"] == 0

@@ -178,7 +178,9 @@ def transfer_findings(table: pd.DataFrame, space: str = TRANSFER_SPACE) -> list[
     control (``aug_<view>``: the same views and schedule, true labels, no teacher), so that a gain
     counts as the teacher's only if the views alone do not give it; and against the same views from
     an MLP teacher (``mlp_teacher_<view>``), so that a scheme that helps with any teacher is told
-    apart from one that carries the CNN's bias. ``kd`` itself is compared with the no-KD baselines."""
+    apart from one that carries the CNN's bias. ``kd`` itself is compared with the no-KD baselines. An arm
+    named after another scheme plus a suffix (``fm_erase_k16``, ``fm_mixup_maxpool``) varies that scheme
+    in one respect, and is also compared with it: the paired test of whether the change helps."""
     arms = set(table["arm"].dropna().astype(str)) if "arm" in table else set()
 
     def arm(name: str) -> ArmSpec:
@@ -198,6 +200,9 @@ def transfer_findings(table: pd.DataFrame, space: str = TRANSFER_SPACE) -> list[
         if s.startswith("fm_") and f"mlp_teacher_{view}" in arms:
             out.append(Finding(f"T3. {s}: a CNN teacher beats an MLP teacher on the same views", space, arm(s),
                                arm(f"mlp_teacher_{view}")))
+        base = max((b for b in schemes if b != s and s.startswith(b + "_")), key=len, default=None)
+        if base is not None:  # a variation of another scheme (fm_erase_k16 of fm_erase): does the change help?
+            out.append(Finding(f"T4. {s} beats {base}, the scheme it varies", space, arm(s), arm(base)))
     return out
 
 

@@ -96,7 +96,8 @@ def test_arms_table_and_trials_carry_the_transfer_ratio(tmp_path):
 
 def test_transfer_findings_pair_each_scheme_with_normal_kd_and_its_controls(tmp_path):
     """Planted: fm_mixup 0.45 beats kd 0.40, its augmentation control 0.36 and the MLP teacher's
-    mixup 0.33; aug_mixup is a control, never a scheme; the no-KD baseline (0.30) is kd's reference."""
+    mixup 0.33; aug_mixup is a control, never a scheme; the no-KD baseline (0.30) is kd's reference;
+    fm_mixup_k16 (a variation of fm_mixup, as good) is compared with it too, and the tie is inconclusive."""
     from study.analysis.findings import analyse_study, decide, transfer_findings
 
     rng = np.random.default_rng(4)
@@ -104,7 +105,7 @@ def test_transfer_findings_pair_each_scheme_with_normal_kd_and_its_controls(tmp_
     rows = []
     arms = {None: ("no_kd", "none", 0.30), "kd": ("normal_kd", "cnn_1", 0.40), "fm_mixup": ("normal_kd", "cnn_1", 0.45),
             "aug_mixup": ("no_kd", "none", 0.36), "mlp_teacher_mixup": ("normal_kd", "mlp_1", 0.33),
-            "trajectory": ("normal_kd", "cnn_1", 0.40)}
+            "trajectory": ("normal_kd", "cnn_1", 0.40), "fm_mixup_k16": ("normal_kd", "cnn_1", 0.45)}
     for arm, (variant, teachers, p) in arms.items():
         for s in (0, 1, 2):
             trial = f"{arm}-{s}"
@@ -121,13 +122,15 @@ def test_transfer_findings_pair_each_scheme_with_normal_kd_and_its_controls(tmp_
         "T1. trajectory beats normal KD": ("trajectory", "kd"),
         "T2. fm_mixup beats its augmentation control (same views, no teacher)": ("fm_mixup", "aug_mixup"),
         "T3. fm_mixup: a CNN teacher beats an MLP teacher on the same views": ("fm_mixup", "mlp_teacher_mixup"),
+        "T1. fm_mixup_k16 beats normal KD": ("fm_mixup_k16", "kd"),
+        "T4. fm_mixup_k16 beats fm_mixup, the scheme it varies": ("fm_mixup_k16", "fm_mixup"),
     }
     (study / "reports").mkdir(parents=True)
     table.to_csv(study / "reports" / "trials.csv", index=False)
     cells = decide(analyse_study(study, transfer_findings(table), "mnist", metrics=["translated"], n_boot=400))
     verdicts = {c.finding.split(".")[0] + " " + c.comparison.split(" vs ")[0]: c.verdict for c in cells}
     assert verdicts["T0 kd"] == "reproduced" and verdicts["T1 fm_mixup"] == "reproduced"
-    assert verdicts["T1 trajectory"] == "inconclusive"
+    assert verdicts["T1 trajectory"] == "inconclusive" and verdicts["T4 fm_mixup_k16"] == "inconclusive"
     assert all(c.effect.n_images == N for c in cells)
     t0 = next(c for c in cells if c.finding.startswith("T0"))
     assert t0.effect.mean_b == pytest.approx(0.30, abs=0.01)  # the baselines, not the augmentation control
