@@ -278,15 +278,17 @@ def test_transfer_study_runs_every_scheme_through_ray(mnist_root, bank_dir, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     study = tmp_path / "studies" / "transfer-mnist"
     table = pd.read_csv(study / "reports" / "trials.csv")
-    assert len(table) == 18 and set(table["state"]) == {"completed"}  # 17 arms + the no-KD baseline
+    assert len(table) == 19 and set(table["state"]) == {"completed"}  # 18 arms + the no-KD baseline
     arms = table.dropna(subset=["arm"]).set_index("arm")
-    assert len(arms) == 17
+    assert len(arms) == 18
     assert arms.loc["jacobian", "loss_jacobian"] > 0 and arms.loc["jacobian", "variant"] == "kl+jacobian"
     for arm in ("fm_mixup", "fm_noise", "fm_erase", "mlp_teacher_mixup", "mlp_teacher_erase"):
         assert arms.loc[arm, "loss_kl"] > 0 and arms.loc[arm, "views"] == arm.split("_")[-1] and arms.loc[arm, "alpha"] == 0
     for arm in ("aug_mixup", "aug_noise", "aug_erase"):
         assert arms.loc[arm, "loss_kl"] == 0 and arms.loc[arm, "views"] == arm.split("_")[-1]
         assert arms.loc[arm, "teachers"] == "none" and arms.loc[arm, "variant"] == "no_kd"
+    assert arms.loc["fm_erase_features", "loss_fm"] > 0 and arms.loc["fm_erase", "loss_fm"] == 0  # features on views
+    assert arms.loc["fm_erase_k16", "views_k"] == 16 and arms.loc["fm_erase_large", "erase_max"] == 0.6
     assert arms.loc["trajectory", "trajectory"] == "50,100" and arms.loc["kd_cosine", "lr_schedule"] == "cosine"
     assert (arms["epochs_done"] == 2).all()
     cnn = bank_dir / "mnist" / "cnn_1" / "seed-0"

@@ -236,8 +236,9 @@ def test_transfer_spaces_resolve_every_arm_and_sample_into_runs():
     space = load_space("transfer").resolve_steps(2500)
     assert set(space.arms) == {"kd", "kd_soft", "fm_mixup", "aug_mixup", "fm_noise", "aug_noise", "fm_erase",
                                "aug_erase", "trajectory", "kd_cosine", "jacobian", "mlp_teacher_mixup",
-                               "mlp_teacher_erase", "kd_maxpool", "fm_mixup_maxpool", "fm_erase_k16", "fm_erase_large"}
-    assert space.grid_size() == 17 and space.teacher_archs() == ["cnn_1", "cnn_1_maxpool", "mlp_1"]
+                               "mlp_teacher_erase", "kd_maxpool", "fm_mixup_maxpool", "fm_erase_k16", "fm_erase_large",
+                               "fm_erase_features"}
+    assert space.grid_size() == 18 and space.teacher_archs() == ["cnn_1", "cnn_1_maxpool", "mlp_1"]
     specs = {}
     study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid(), seed=0))
 
@@ -286,7 +287,7 @@ def test_transfer_dry_run_plans_every_arm_at_the_budget_it_needs():
     assert default.returncode == 0, default.stderr  # at --teacher-steps 500 the 2500 arms drop out: the 3 controls + the baseline
     assert "planned_trials          4" in default.stdout
     full = run_study("--space", "transfer", "--dry-run", "--teacher-steps", "2500")
-    assert full.returncode == 0 and "planned_trials          18" in full.stdout  # 17 arms + the no-KD baseline
+    assert full.returncode == 0 and "planned_trials          19" in full.stdout  # 18 arms + the no-KD baseline
     assert "mnist/mlp_1/seed-0" in full.stdout
 
 
