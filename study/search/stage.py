@@ -96,6 +96,7 @@ def run_search(study, data, tracker: Tracker, parent_id: str) -> dict[str, Any]:
                "teacher_weight": spec.teachers[0].weight if len(spec.teachers) > 1 else None,
                "alpha": spec.alpha, **{k: p[k] for k in kd_columns() if k in p},
                **{k: p[k] for k in ("views", "views_k", "trajectory", "lr_schedule") if k in p},
+               **(dict(spec.views.hparams) if spec.views else {}),  # the view's own (erase_max...): arms vary them
                "teacher_label_smoothing": spec.teacher_label_smoothing, "seed": spec.seed, "epochs_done": epochs,
                "teacher_seed": spec.teachers[0].seed if spec.teachers else None, "arm": config.get("arm"),
                "stopped_early": bool(metrics.get("stopped_early", False)),
