@@ -154,6 +154,69 @@ def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: i
     return frame
 
 
+def against_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], other: pd.DataFrame,
+                    other_dir: Path | Sequence[Path], n_boot: int = 10_000) -> pd.DataFrame:
+    """Each arm of a study (and its no-KD baselines) against **the same arm of another study** of the
+    same design under another budget (``--min-epochs``, more epochs, another precision): the paired
+    effect of the budget change itself on test translated accuracy, unit by unit (the same teacher
+    seed and student seed in both, hence the same teacher snapshot and data) and image by image,
+    Holm-adjusted across arms, with each side's mean epochs and translated accuracy. An arm the
+    other study lacks, or without per-image results, keeps its means only."""
+    from study.analysis.studies import Predictions, Skip
+    from study.analysis.stats import holm, paired_effect
+
+    def completed(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["state"] == "completed"] if "state" in frame else frame
+
+    here, there = completed(table), completed(other)
+    mine, theirs = Predictions(study_dir, "test"), Predictions(other_dir, "test")
+
+    def arms_of(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        out = {"no KD": baseline_of(frame, None).assign(teacher_seed=None)}
+        if "arm" in frame:
+            out.update({str(arm): rows for arm, rows in frame[frame["arm"].notna()].groupby("arm", sort=False)})
+        return {name: rows for name, rows in out.items() if not rows.empty}
+
+    rows = []
+    others = arms_of(there)
+    for name, trials in arms_of(here).items():
+        row: dict[str, Any] = {"arm": name}
+        for side, frame in (("", trials), ("other_", others.get(name, pd.DataFrame()))):
+            for column in ("epochs_done", "test_clean_acc", "test_translated_acc"):
+                if column in frame:
+                    row[side + column] = float(pd.to_numeric(frame[column], errors="coerce").mean())
+        if name in others:
+            try:
+                (arm_a, _), (arm_b, _) = mine.arm(trials), theirs.arm(others[name])
+                effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
+                row.update(effect=effect.estimate, ci_low=effect.ci_low, ci_high=effect.ci_high, p=effect.p_value,
+                           n=effect.n)
+            except (Skip, ValueError):
+                pass
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "p" in frame:
+        tested = frame["p"].notna()
+        frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p"].tolist())
+    return frame
+
+
+def against_markdown(frame: pd.DataFrame, this: str = "this study", other: str = "the other") -> str:
+    """:func:`against_effects` as a markdown table."""
+    from study.analysis.stats import format_p
+
+    lines = [f"| arm | epochs ({this}) | epochs ({other}) | translated ({this}) | translated ({other}) | "
+             f"{this} - {other} [95% CI] | Holm p | n |", "|---|---:|---:|---:|---:|---|---|---|"]
+    for r in frame.to_dict("records"):
+        effect = (f"{r['effect']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+                  if pd.notna(r.get("effect", float("nan"))) else "-")
+        lines.append(f"| {r['arm']} | {_number(r.get('epochs_done'), '.1f')} | {_number(r.get('other_epochs_done'), '.1f')} "
+                     f"| {_number(r.get('test_translated_acc'))} | {_number(r.get('other_test_translated_acc'))} "
+                     f"| {effect} | {format_p(r['p_holm']) if pd.notna(r.get('p_holm', float('nan'))) else '-'} "
+                     f"| {r['n'] if isinstance(r.get('n'), str) else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 def _number(value: Any, spec: str = ".4f") -> str:
     return format(value, spec) if pd.notna(value) else ""
 

@@ -146,9 +146,11 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m study.analysis.reports STUDY_DIR [STUDY_DIR ...] [--versus ARM]``: a finished study's arms
-    table again (several directories: pooled studies of one design), against its no-KD baselines or
-    against one of its arms; for a study without arms (a finding's), its configurations by teacher seed."""
+    """``python -m study.analysis.reports STUDY_DIR [STUDY_DIR ...] [--versus ARM | --against DIR ...]``: a
+    finished study's arms table again (several directories: pooled studies of one design), against its no-KD
+    baselines or against one of its arms; for a study without arms (a finding's), its configurations by
+    teacher seed. ``--against`` compares each arm with the same arm of another study of the same design
+    under another budget (``--min-epochs``...): the budget change's own paired effect, arm by arm."""
     import argparse
 
     from study.analysis.studies import Skip, load_trials
@@ -157,20 +159,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study_dir", type=Path, nargs="+",
                    help="studies/<study>: holds reports/trials.csv and predictions/ (several: pooled)")
     p.add_argument("--versus", default=None, help="compare every arm with this arm instead of no KD")
+    p.add_argument("--against", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="compare every arm with the same arm of this study (several: pooled), e.g. the same "
+                        "design without --min-epochs: units matched by teacher and student seed")
     p.add_argument("--n-boot", type=int, default=10_000)
     args = p.parse_args(argv)
+    if args.versus and args.against:
+        p.error("--versus and --against are two different comparisons: give one")
     dirs = args.study_dir if len(args.study_dir) > 1 else args.study_dir[0]
+    other = None if not args.against else args.against if len(args.against) > 1 else args.against[0]
     try:
         table = load_trials(dirs)
+        other_table = load_trials(other) if other is not None else None
     except Skip as why:
         print(f"python -m study.analysis.reports: {why}", file=sys.stderr)
         return 2
+    if other_table is not None:
+        from study.analysis.arms import against_effects, against_markdown
+
+        frame = against_effects(table, dirs, other_table, other, args.n_boot)
+        print(against_markdown(frame, _study_name(args.study_dir), _study_name(args.against)), end="")
+        return 0
     section = study_section(table, dirs, args.n_boot, args.versus)
     if section is None:
         print(f"{args.study_dir[0]}: no arms or configurations (or no completed trials)")
         return 1
     print(section[1], end="")
     return 0
+
+
+def _study_name(dirs: list[Path]) -> str:
+    return "+".join(d.name for d in dirs)
 
 
 if __name__ == "__main__":

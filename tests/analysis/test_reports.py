@@ -83,3 +83,55 @@ def test_baselines_come_first_and_stay_out_of_optuna():
     restored = WithBaselines(FakeSearcher(), [{"baseline": True}])
     restored.set_state(searcher.get_state())
     assert restored.pending == [] and restored.baseline_ids == {"t1"}
+
+
+def _budget_study(folder, soft_gain: float):
+    """A no-KD baseline and two arms over teacher seeds 0 and 1 (student seed 0). The per-image results
+    are one fixed draw, so two studies of it are the same runs; ``soft_gain`` turns that many of the
+    ``soft`` arm's wrong answers right (what a longer budget would change in that arm alone)."""
+    import numpy as np
+    import pandas as pd
+
+    from study.analysis.studies import normalise
+    from study.train.predictions import PerImage, save_predictions
+
+    shifts, n = ((0, 0), (2, 0), (0, -4)), 3000
+    rows = []
+    for i, (arm, p, teachers) in enumerate(((None, 0.30, (None,)), ("kd", 0.40, (0, 1)), ("soft", 0.42, (0, 1)))):
+        for t in teachers:
+            rng = np.random.default_rng([i, 9 if t is None else t])
+            correct = rng.random((len(shifts), n)) < p
+            if arm == "soft":
+                correct |= rng.random((len(shifts), n)) < soft_gain
+            trial = f"{folder.name}-{arm}-{t}"
+            rows.append({"trial_id": trial, "state": "completed", "arm": arm, "variant": "normal_kd" if arm else "no_kd",
+                         "baseline": arm is None, "student": "mlp_1", "teachers": "cnn_1" if arm else "none",
+                         "teacher_step": 50 if arm else None, "teacher_seed": t, "teacher_label_smoothing": 0.0,
+                         "seed": 0, "epochs_done": 8 if soft_gain and arm == "soft" else 5,
+                         "val_translated_acc": p, "test_translated_acc": float(correct[1:].mean())})
+            save_predictions(folder / "predictions" / f"{trial}.npz", {"test": PerImage(shifts, np.arange(n), correct)})
+    table = normalise(pd.DataFrame(rows))
+    (folder / "reports").mkdir(parents=True)
+    table.to_csv(folder / "reports" / "trials.csv", index=False)
+    return table
+
+
+def test_against_compares_each_arm_with_the_same_arm_of_another_budget(tmp_path, capsys):
+    """``--against``: the same design under two budgets, unit by unit. Arms the budget did not change
+    (the same runs) differ by exactly 0; the arm it changed gains what was planted, with an interval."""
+    from study.analysis.arms import against_effects
+    from study.analysis.reports import main
+
+    floor, plain = tmp_path / "floor", tmp_path / "plain"
+    a, b = _budget_study(floor, soft_gain=0.1), _budget_study(plain, soft_gain=0.0)
+    frame = against_effects(a, floor, b, plain, n_boot=500).set_index("arm")
+    assert set(frame.index) == {"no KD", "kd", "soft"}
+    for same in ("no KD", "kd"):
+        assert frame.loc[same, "effect"] == 0 and frame.loc[same, "ci_low"] == frame.loc[same, "ci_high"] == 0
+    soft = frame.loc["soft"]
+    planted = 0.1 * (1 - 0.42)  # a tenth of the wrong answers turned right
+    assert soft["ci_low"] > 0.03 and soft["effect"] == pytest.approx(planted, abs=0.01)
+    assert soft["epochs_done"] == 8 and soft["other_epochs_done"] == 5 and soft["n"] == "2x1x3000"
+    assert main([str(floor), "--against", str(plain), "--n-boot", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "| soft | 8.0 | 5.0 |" in out and "floor - plain" in out
