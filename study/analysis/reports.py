@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         from study.analysis.arms import against_effects, against_markdown
 
         frame = against_effects(table, dirs, other_table, other, args.n_boot)
-        print(against_markdown(frame, _study_name(args.study_dir), _study_name(args.against)), end="")
+        print(against_markdown(frame, *_sides(args.study_dir, args.against)), end="")
         return 0
     section = study_section(table, dirs, args.n_boot, args.versus)
     if section is None:
@@ -188,8 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _study_name(dirs: list[Path]) -> str:
-    return "+".join(d.name for d in dirs)
+def _sides(these: list[Path], others: list[Path]) -> tuple[str, str]:
+    """Column labels for ``--against``: the plan entries the two studies differ in (``min_epochs 8`` vs
+    ``min_epochs 0``), which is what the comparison is about; the directory names when the plans agree."""
+    from study.analysis.studies import POOL_KEYS, study_plan
+
+    a, b = study_plan(these[0]), study_plan(others[0])
+    differ = [key for key in POOL_KEYS if key in a and key in b and a[key] != b[key]]
+    if not differ:
+        return "+".join(d.name for d in these), "+".join(d.name for d in others)
+    return tuple(", ".join(f"{key} {plan[key]}" for key in differ) for plan in (a, b))  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         (f" --budget {args.budget}" if args.budget else "") + \
         (f" --datasets {' '.join(args.datasets)}" if args.datasets != ["mnist"] else "") + \
         (f" --teacher-steps {args.teacher_steps}" if args.teacher_steps else "") + \
+        (f" --min-epochs {args.min_epochs}" if args.min_epochs else "") + \
         (" --controls" if args.controls else "") + \
         (f" --spaces {' '.join(args.spaces)}" if args.spaces else "") + \
         "".join(f" --set '{item}'" for item in args.set or []) + \

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from study.analysis.figures import figure_shift_curves, shift_curve
@@ -134,4 +136,9 @@ def test_against_compares_each_arm_with_the_same_arm_of_another_budget(tmp_path,
     assert soft["epochs_done"] == 8 and soft["other_epochs_done"] == 5 and soft["n"] == "2x1x3000"
     assert main([str(floor), "--against", str(plain), "--n-boot", "300"]) == 0
     out = capsys.readouterr().out
-    assert "| soft | 8.0 | 5.0 |" in out and "floor - plain" in out
+    assert "| soft | 8.0 | 5.0 |" in out and "floor - plain" in out  # no plans: the directories name the sides
+    for folder, floor_epochs in ((floor, 8), (plain, 0)):
+        (folder / "study.json").write_text(json.dumps({"plan": {"space": "s", "max_epochs": 10,
+                                                                  "min_epochs": floor_epochs}}))
+    assert main([str(floor), "--against", str(plain), "--n-boot", "300"]) == 0
+    assert "min_epochs 8 - min_epochs 0 [95% CI]" in capsys.readouterr().out

@@ -585,3 +585,15 @@ def test_a_named_budget_runs_its_flags_and_names_its_files(tmp_path, monkeypatch
     assert flags["--max-epochs"] == "20" and flags["--patience"] == "0" and flags["--test-images"] == "0"
     text = (tmp_path / "docs" / "results" / "pilot-mnist-transfer.md").read_text()
     assert "--budget pilot" in text and "T0. Normal KD beats no KD" in text
+
+
+def test_the_recorded_command_keeps_the_min_epochs_floor(tmp_path, monkeypatch):
+    """A result file made with ``--min-epochs 8`` is named for it and its command says so: the command
+    is how a reader re-makes the file, and without the floor it would make another study."""
+    _, b, _ = seed_split_studies(tmp_path)
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda *a, **k: pytest.fail("a finished study was re-run"))
+    docs = tmp_path / "docs"
+    assert reproduce.main(["--spaces", "kd_types", "--docs", str(docs), "--n-boot", str(N_BOOT), "--output-dir",
+                           str(tmp_path), "--study", f"kd_types={b}", "--min-epochs", "8"]) == 0
+    saved = json.loads((docs / "results" / "full-min8-mnist-kd_types.json").read_text())
+    assert " --min-epochs 8" in saved["command"] and saved["budget"]["min_epochs"] == 8
