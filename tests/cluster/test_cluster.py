@@ -29,6 +29,10 @@ from study.cluster.config import (
 from study.run import ray_tmpdir
 from study.testing import free_port, raylet_pid, running_trial_on_a_worker, runs_of, trial_results
 
+#: Under pytest-xdist (scripts/test.sh runs two workers) this module's tests share one worker: they share
+#: one module-scoped 3-node cluster, and two such clusters at once would only compete for the same cores.
+pytestmark = pytest.mark.xdist_group("ray-cluster")
+
 CLUSTER_FILES = ["cluster.yaml", "cluster.local.yaml"]
 MLFLOW_SCRIPT = "scripts/start_mlflow_server.sh"
 
