@@ -102,8 +102,7 @@ def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: i
     best mean *validation* translated accuracy: the test columns report, they never choose.
     Empty when the study has no arms.
     """
-    from study.analysis.studies import Predictions, Skip
-    from study.analysis.stats import holm, paired_effect
+    from study.analysis.studies import Predictions
 
     done = table[table.get("state", pd.Series(dtype=str)) == "completed"] if not table.empty else table
     if done.empty or "arm" not in done or done["arm"].isna().all():
@@ -136,19 +135,10 @@ def arm_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], n_boot: i
         row = described(arm, trials, False)
         no_kd = baseline_of(done, row["student"]).assign(teacher_seed=None)
         reference = versus_rows if versus is not None else no_kd
-        try:
-            (arm_a, _), (arm_b, _) = predictions.arm(trials), predictions.arm(reference)
-            effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
-            row.update(effect=effect.estimate, ci_low=effect.ci_low, ci_high=effect.ci_high, p=effect.p_value,
-                       n=effect.n)
-        except (Skip, ValueError):
-            pass  # no per-image results or no baseline of this student: means only
+        row.update(_effect_columns(predictions, trials, predictions, reference, n_boot))
         row.update(transfer_columns(predictions, trials, no_kd, n_boot))
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    if "p" in frame:
-        tested = frame["p"].notna()
-        frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p"].tolist())
+    frame = _with_holm(pd.DataFrame(rows))
     arms = ~frame["reference"]
     frame["chosen"] = arms & (frame["val_translated_acc"] == frame.loc[arms, "val_translated_acc"].max())
     return frame
@@ -162,8 +152,7 @@ def against_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], other
     seed and student seed in both, hence the same teacher snapshot and data) and image by image,
     Holm-adjusted across arms, with each side's mean epochs and translated accuracy. An arm the
     other study lacks, or without per-image results, keeps its means only."""
-    from study.analysis.studies import Predictions, Skip
-    from study.analysis.stats import holm, paired_effect
+    from study.analysis.studies import Predictions
 
     def completed(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[frame["state"] == "completed"] if "state" in frame else frame
@@ -181,20 +170,37 @@ def against_effects(table: pd.DataFrame, study_dir: Path | Sequence[Path], other
     others = arms_of(there)
     for name, trials in arms_of(here).items():
         row: dict[str, Any] = {"arm": name}
-        for side, frame in (("", trials), ("other_", others.get(name, pd.DataFrame()))):
-            for column in ("epochs_done", "test_clean_acc", "test_translated_acc"):
-                if column in frame:
-                    row[side + column] = float(pd.to_numeric(frame[column], errors="coerce").mean())
+        for side, frame in (("", trials), ("other_", others.get(name))):
+            if frame is not None:
+                means = arm_means(frame)
+                row.update({side + c: means[c] for c in ("epochs_done", "test_clean_acc", "test_translated_acc")
+                            if c in means})
         if name in others:
-            try:
-                (arm_a, _), (arm_b, _) = mine.arm(trials), theirs.arm(others[name])
-                effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
-                row.update(effect=effect.estimate, ci_low=effect.ci_low, ci_high=effect.ci_high, p=effect.p_value,
-                           n=effect.n)
-            except (Skip, ValueError):
-                pass
+            row.update(_effect_columns(mine, trials, theirs, others[name], n_boot))
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    return _with_holm(pd.DataFrame(rows))
+
+
+def _effect_columns(predictions: Any, trials: pd.DataFrame, reference_predictions: Any, reference: pd.DataFrame,
+                    n_boot: int) -> dict[str, Any]:
+    """The paired effect of ``trials`` against ``reference`` on test translated accuracy as table columns
+    (effect, ci_low, ci_high, p, n); empty without per-image results or a reference of the same units."""
+    from study.analysis.studies import Skip
+    from study.analysis.stats import paired_effect
+
+    try:
+        (arm_a, _), (arm_b, _) = predictions.arm(trials), reference_predictions.arm(reference)
+        effect = paired_effect(arm_a, arm_b, metric="translated", n_boot=n_boot)
+    except (Skip, ValueError):
+        return {}
+    return {"effect": effect.estimate, "ci_low": effect.ci_low, "ci_high": effect.ci_high, "p": effect.p_value,
+            "n": effect.n}
+
+
+def _with_holm(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``p_holm``: Holm's correction over the rows that were tested (those with a ``p``)."""
+    from study.analysis.stats import holm
+
     if "p" in frame:
         tested = frame["p"].notna()
         frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p"].tolist())

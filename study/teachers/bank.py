@@ -491,6 +491,7 @@ class TeacherBank:
                 parts.append(torch.stack(per_k, dim=1).float().cpu())
         return {"jvp": torch.cat(parts), "precision": "fp32"}
 
+
 def _upgrade_manifest(manifest: dict, path: Path) -> dict:
     """``manifest`` in the current format, or :class:`SnapshotError` if it cannot be read safely.
 
